@@ -1,0 +1,76 @@
+"""Token authentication in front of WebSockets for synchronous, threaded Python servers.
+
+The request is parsed with h11 and authenticated *before* any WebSocket byte flows;
+only then does the 101 go out and wsproto take over. Start with :class:`WebSocketApp`
+and :class:`WebSocketServer`, or :func:`handle_socket` for an existing accept loop.
+"""
+
+from .app import Handler, WebSocketApp
+from .connection import WebSocket
+from .errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConfigurationError,
+    ConnectionClosed,
+    Forbidden,
+    HandshakeError,
+    InvalidAuthRequest,
+    InvalidToken,
+    MissingToken,
+    ServiceUnavailable,
+    TooManyRequests,
+    WSAuthError,
+)
+from .handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check_upgrade
+from .http11 import HeadLimits
+from .jwt_verifier import JWTVerifier
+from .request import UpgradeRequest
+from .server import WebSocketServer, handle_socket, serve
+from .sources import (
+    BearerToken,
+    CookieToken,
+    QueryToken,
+    SubprotocolToken,
+    TokenSource,
+    encode_subprotocol_token,
+)
+from .verifiers import CallableVerifier, Identity, StaticTokens, Verifier
+
+__all__ = [
+    "Accept",
+    "AuthenticationFailed",
+    "BadRequest",
+    "BearerToken",
+    "CallableVerifier",
+    "ConfigurationError",
+    "ConnectionClosed",
+    "CookieToken",
+    "Forbidden",
+    "Handler",
+    "HandshakeError",
+    "HandshakePolicy",
+    "HeadLimits",
+    "Identity",
+    "InvalidAuthRequest",
+    "InvalidToken",
+    "JWTVerifier",
+    "MissingToken",
+    "QueryToken",
+    "Rejected",
+    "ServerHandshake",
+    "ServiceUnavailable",
+    "StaticTokens",
+    "SubprotocolToken",
+    "TokenSource",
+    "TooManyRequests",
+    "UpgradeRequest",
+    "Verifier",
+    "WSAuthError",
+    "WebSocket",
+    "WebSocketApp",
+    "WebSocketServer",
+    "check_upgrade",
+    "encode_subprotocol_token",
+    "handle_socket",
+    "serve",
+]

@@ -1,0 +1,114 @@
+"""Command line: ``wsauth-sync echo`` runs the example echo server.
+
+With no authentication flag it does not run open: it makes a random demo token and
+prints a URL that carries it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from .app import DEFAULT_HANDSHAKE_TIMEOUT, WebSocketApp
+from .connection import DEFAULT_MAX_MESSAGE_SIZE
+from .echo import echo
+from .errors import ConfigurationError
+from .jwt_verifier import JWTVerifier
+from .server import WebSocketServer
+from .sources import BearerToken, QueryToken, SubprotocolToken, TokenSource
+from .verifiers import StaticTokens, Verifier
+
+_SOURCES: dict[str, type[TokenSource]] = {
+    "query": QueryToken,
+    "bearer": BearerToken,
+    "subprotocol": SubprotocolToken,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsauth-sync", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("echo", help="run the authenticated echo server")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    run.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
+    run.add_argument("--path", default="/ws", help="WebSocket path")
+    auth = run.add_argument_group("authentication (one kind)")
+    auth.add_argument("--token", action="append", default=[], metavar="TOKEN",
+                      help="accept this static token (repeatable)")
+    auth.add_argument("--jwt-secret", metavar="SECRET", help="verify HS* JWTs with this secret")
+    auth.add_argument("--jwt-public-key", metavar="PEMFILE", type=Path,
+                      help="verify RS*/PS*/ES*/EdDSA JWTs with this public key")
+    auth.add_argument("--jwt-algorithm", metavar="ALG",
+                      help="JWT algorithm (default HS256 with a secret; required with a key)")
+    auth.add_argument("--jwt-audience", metavar="AUD", help="required JWT audience")
+    auth.add_argument("--jwt-issuer", metavar="ISS", help="required JWT issuer")
+    run.add_argument("--source", action="append", choices=sorted(_SOURCES),
+                     help="where tokens may travel (repeatable; default: all three)")
+    run.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
+                     metavar="BYTES")
+    run.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
+                     metavar="SECONDS")
+    run.add_argument("--max-connections", type=int, default=256)
+    return parser
+
+
+def _verifier(args: argparse.Namespace) -> tuple[Verifier, str | None]:
+    """The verifier the flags ask for, and the demo token if none was asked for."""
+    kinds = [bool(args.token), args.jwt_secret is not None, args.jwt_public_key is not None]
+    if sum(kinds) > 1:
+        raise ConfigurationError("choose one of --token, --jwt-secret, --jwt-public-key")
+    jwt_options = {"audience": args.jwt_audience, "issuer": args.jwt_issuer}
+    if args.jwt_secret is not None:
+        algorithm = args.jwt_algorithm or "HS256"
+        return JWTVerifier(key=args.jwt_secret, algorithms=[algorithm], **jwt_options), None
+    if args.jwt_public_key is not None:
+        if not args.jwt_algorithm:
+            raise ConfigurationError("--jwt-public-key needs --jwt-algorithm (RS256, ES256...)")
+        key = args.jwt_public_key.read_bytes()
+        return JWTVerifier(key=key, algorithms=[args.jwt_algorithm], **jwt_options), None
+    if args.token:
+        return StaticTokens(args.token), None
+    demo = secrets.token_urlsafe(24)
+    return StaticTokens({demo: "demo"}), demo
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        verifier, demo_token = _verifier(args)
+        sources = [_SOURCES[name]() for name in (args.source or ["query", "bearer",
+                                                                  "subprotocol"])]
+        app = WebSocketApp({args.path: echo}, verifier=verifier, sources=sources,
+                           max_message_size=args.max_message_size,
+                           handshake_timeout=args.handshake_timeout)
+        server = WebSocketServer(app, host=args.host, port=args.port,
+                                 max_connections=args.max_connections)
+    except (ConfigurationError, OSError) as exc:
+        print(f"wsauth-sync: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.address
+    url = f"ws://{host}:{port}{args.path}"
+    print(f"Listening on {url}", flush=True)
+    if demo_token is not None:
+        print("No authentication flag given: accepting one random demo token.")
+        print(f"Connect with: {url}?token={demo_token}", flush=True)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+    return 0

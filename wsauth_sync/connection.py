@@ -1,0 +1,287 @@
+"""A blocking WebSocket over a socket, driven by wsproto, for one handler thread.
+
+The handler's own thread does all the reading: :meth:`WebSocket.recv` reads the socket,
+feeds wsproto and answers pings on the way, so a connection costs one thread, not two.
+Not reading is backpressure: bytes stay in the kernel and the client's sends slow down.
+wsproto checks the framing rules (masking, reserved bits, control frames, UTF-8); it has
+no message size limit, so this module counts bytes across fragments and closes with
+1009 past ``max_message_size`` (RFC 6455 §10.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    TextMessage,
+)
+from wsproto.frame_protocol import CloseReason
+
+from .errors import ConnectionClosed
+from .handshake import Accept
+from .request import UpgradeRequest
+from .verifiers import Identity
+
+Data = str | bytes
+
+#: Largest message accepted by default (websockets uses the same): 1 MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+#: How long to wait for the peer's Close after sending ours (RFC 6455 §7.1.1).
+DEFAULT_CLOSE_TIMEOUT = 10.0
+_READ_SIZE = 64 * 1024
+# Close reasons sent by the library are fixed, short and secret-free (RFC 6455 §5.5).
+_MAX_REASON_BYTES = 123
+
+
+class WebSocket:
+    """An accepted WebSocket, handed to the handler with the authenticated identity.
+
+    Args:
+        sock: the connected socket, right after the 101 response was sent.
+        accept: the core's decision: identity, subprotocol, redacted request.
+        trailing_data: bytes that arrived with the request head (eager frames).
+        max_message_size: bytes per message, across fragments; more closes with 1009.
+        close_timeout: seconds to wait for the peer's Close before dropping TCP.
+    """
+
+    def __init__(self, sock: socket.socket, *, accept: Accept, trailing_data: bytes = b"",
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        self._sock = sock
+        self._accept = accept
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self._ws = Connection(ConnectionType.SERVER)
+        self._send_lock = threading.Lock()  # wsproto state and socket writes
+        self._read_lock = threading.Lock()  # one reader at a time
+        self._closed = threading.Event()
+        self._messages: deque[Data] = deque()
+        self._parts: list[Any] = []
+        self._size = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._pending = trailing_data
+
+    @property
+    def identity(self) -> Identity:
+        """Who authenticated this connection."""
+        return self._accept.identity
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol selected in the handshake, if any."""
+        return self._accept.subprotocol
+
+    @property
+    def request(self) -> UpgradeRequest:
+        """The opening handshake request, with every credential redacted."""
+        return self._accept.request
+
+    @property
+    def closed(self) -> bool:
+        """True once the closing handshake completed or the TCP connection ended."""
+        return self._closed.is_set()
+
+    # -- receiving -----------------------------------------------------------------
+
+    def recv(self, timeout: float | None = None) -> Data:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Call from one thread at a time (normally the handler's).
+
+        Raises:
+            ConnectionClosed: the connection closed; ``code`` says how.
+            TimeoutError: no message within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._read_lock:
+            while not self._messages:
+                if self._closed.is_set():
+                    raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+                if self._pending:
+                    data, self._pending = self._pending, b""
+                else:
+                    data = self._read(deadline)
+                self._receive(data)
+            return self._messages.popleft()
+
+    def __iter__(self) -> Iterator[Data]:
+        """Yield messages until the connection closes."""
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosed:
+                return
+
+    def _read(self, deadline: float | None) -> bytes:
+        if deadline is not None and not wait_readable(self._sock, deadline):
+            raise TimeoutError("no data before the timeout")
+        try:
+            return self._sock.recv(_READ_SIZE)
+        except OSError:
+            return b""  # reset or shut down locally: same as end of stream
+
+    def _receive(self, data: bytes) -> None:
+        with self._send_lock:
+            self._ws.receive_data(data or None)  # None tells wsproto the stream ended
+            for event in self._ws.events():
+                if isinstance(event, Message):
+                    self._on_message(event)
+                elif isinstance(event, Ping):
+                    self._send_locked(self._ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self._on_close(event)
+                # Pong: nothing to do; keepalive is the peer's business unless enabled.
+                if self._closed.is_set():
+                    return
+
+    def _on_message(self, event: Message[Any]) -> None:
+        chunk = event.data
+        # Text arrives decoded; 4 bytes per character bounds its size without encoding.
+        if isinstance(chunk, str) and self._size + 4 * len(chunk) > self.max_message_size:
+            self._size += len(chunk.encode("utf-8"))
+        else:
+            self._size += len(chunk)
+        if self._size > self.max_message_size:
+            self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
+            return
+        self._parts.append(chunk)
+        if event.message_finished:
+            parts, self._parts, self._size = self._parts, [], 0
+            if isinstance(event, TextMessage):
+                self._messages.append("".join(parts) if len(parts) > 1 else parts[0])
+            else:
+                self._messages.append(b"".join(parts) if len(parts) > 1 else bytes(parts[0]))
+
+    def _on_close(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the closing handshake: answer with the same code.
+            self._send_locked(self._ws.send(event.response()))
+            self._finish(event.code, event.reason or "")
+        elif state is ConnectionState.CLOSED:
+            # Either the answer to our Close, or wsproto reporting the stream ended.
+            self._finish(self.close_code or event.code, event.reason or "")
+        else:
+            # wsproto found a protocol error (1002) or invalid UTF-8 (1007): fail the
+            # connection (RFC 6455 §7.1.7); the reason stays generic.
+            self._fail(event.code, "")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Send a Close for a local failure, then drop TCP without waiting."""
+        if self._ws.state is ConnectionState.OPEN:
+            self._send_locked(self._ws.send(CloseConnection(code=code, reason=reason)))
+        self._finish(code, reason)
+
+    def _finish(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = int(code), reason
+        self._closed.set()
+        _shutdown(self._sock)
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, message: Data) -> None:
+        """Send one message: ``str`` as text, ``bytes`` as binary. Thread-safe.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if isinstance(message, str):
+            event: TextMessage | BytesMessage = TextMessage(data=message)
+        else:
+            event = BytesMessage(data=bytes(message))
+        with self._send_lock:
+            self._check_open()
+            self._send_locked(self._ws.send(event))
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a Ping; the peer's Pong is absorbed by :meth:`recv`. Thread-safe."""
+        with self._send_lock:
+            self._check_open()
+            self._send_locked(self._ws.send(Ping(payload=payload)))
+
+    def _check_open(self) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+
+    def _send_locked(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            self._finish(CloseReason.ABNORMAL_CLOSURE, "")
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Run the closing handshake, then end the TCP connection. Thread-safe.
+
+        Waits up to ``close_timeout`` for the peer's Close. Safe to call more than once.
+        """
+        if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
+            raise ValueError("close reason is limited to 123 bytes of UTF-8")
+        with self._send_lock:
+            if self._ws.state is ConnectionState.OPEN:
+                self.close_code, self.close_reason = code, reason
+                self._send_locked(self._ws.send(CloseConnection(code=code, reason=reason)))
+        deadline = time.monotonic() + self.close_timeout
+        while not self._closed.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # If the handler's thread is inside recv() it will see the peer's Close;
+            # otherwise read it here.
+            if self._read_lock.acquire(timeout=min(remaining, 0.05)):
+                try:
+                    self._drain_until_closed(deadline)
+                finally:
+                    self._read_lock.release()
+        self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
+
+    def _drain_until_closed(self, deadline: float) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self._pending or self._read(deadline)
+            except TimeoutError:
+                return
+            self._pending = b""
+            self._messages.clear()  # messages after our Close are not delivered
+            self._receive(data)
+
+    def __enter__(self) -> WebSocket:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close(1000 if exc is None else CloseReason.INTERNAL_ERROR)
+
+
+def wait_readable(sock: socket.socket, deadline: float) -> bool:
+    """Wait until ``sock`` has data (or EOF) to read; False if ``deadline`` passed first."""
+    pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
+    if pending is not None and pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    remaining = max(0.0, deadline - time.monotonic())
+    return bool(poller.poll(remaining * 1000))
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # Shut down rather than close: the thread that owns the socket closes it, so a
+    # concurrent recv() wakes up instead of racing a reused file descriptor.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,196 @@
+"""The exception tree: every error knows the answer the client gets.
+
+A rejected handshake is a :class:`HandshakeError`. It carries the HTTP status, any
+headers that status requires (RFC 9110 says a 401 carries ``WWW-Authenticate`` and a
+426 carries ``Upgrade``), and a stable ``reason`` code for the log. Its message is the
+reason code too: no error ever holds a token or a raw header value, so logging one is
+always safe. The shells therefore need a single ``except HandshakeError``.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class WSAuthError(Exception):
+    """Root of every exception raised by wsauth_sync."""
+
+
+class ConfigurationError(WSAuthError, ValueError):
+    """The library was configured in a way that would be unsafe or cannot work."""
+
+
+class HandshakeError(WSAuthError):
+    """The opening handshake is refused; the client gets ``status`` and ``headers``.
+
+    Args:
+        reason: stable, token-free code for logs and metrics (``"bad_key"``).
+        source: where the token came from, when the failure concerns one.
+        detail: extra token-free words for the log only (an exception type name).
+    """
+
+    status: int = 400
+    headers: Headers = ()
+
+    def __init__(self, reason: str, *, source: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.source = source
+        self.detail = detail
+
+    @property
+    def phrase(self) -> str:
+        """The standard reason phrase of the status (``"Unauthorized"``)."""
+        return HTTPStatus(self.status).phrase
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        """Headers the response must carry besides the framing ones.
+
+        Args:
+            realm: the protection space named in ``WWW-Authenticate`` challenges.
+        """
+        return self.headers
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r}, status={self.status})"
+
+
+class BadRequest(HandshakeError):
+    """400: the request is not a well-formed WebSocket opening handshake."""
+
+    status = 400
+
+
+class NotFound(HandshakeError):
+    """404: nothing is served at this path (checked before any token work)."""
+
+    status = 404
+
+
+class MethodNotAllowed(HandshakeError):
+    """405: the opening handshake must be a GET (RFC 6455 §4.2.1 item 1)."""
+
+    status = 405
+    headers: Headers = (("Allow", "GET"),)
+
+
+class UpgradeRequired(HandshakeError):
+    """426: not a WebSocket upgrade; RFC 9110 §15.5.22 requires ``Upgrade`` here."""
+
+    status = 426
+    headers: Headers = (("Upgrade", "websocket"),)
+
+
+class UnsupportedVersion(UpgradeRequired):
+    """426: an unsupported ``Sec-WebSocket-Version``; RFC 6455 §4.4 names the one we speak."""
+
+    headers: Headers = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+
+
+class URITooLong(HandshakeError):
+    """414: the request line is over the configured limit."""
+
+    status = 414
+
+
+class HeadersTooLarge(HandshakeError):
+    """431: a header line, the header count or the whole head is over its limit."""
+
+    status = 431
+
+
+class HTTPVersionNotSupported(HandshakeError):
+    """505: WebSocket needs HTTP/1.1 or later (RFC 6455 §4.2.1 item 1)."""
+
+    status = 505
+
+
+class AuthenticationFailed(HandshakeError):
+    """401: no usable credentials. The challenge follows RFC 6750 §3.
+
+    A request that carried no token gets a bare challenge; a request whose token was
+    rejected gets ``error="invalid_token"``. Expired, forged and unknown tokens all get the
+    same answer; only ``reason`` (in the log) tells them apart.
+    """
+
+    status = 401
+    #: RFC 6750 §3.1 error code, or None when no credentials were presented.
+    error: str | None = None
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        challenge = f'Bearer realm="{realm}"'
+        if self.error is not None:
+            challenge += f', error="{self.error}"'
+        return (("WWW-Authenticate", challenge),)
+
+
+class MissingToken(AuthenticationFailed):
+    """401 without an error code: the request carried no token at all."""
+
+
+class InvalidToken(AuthenticationFailed):
+    """401 ``invalid_token``: a token was presented and rejected."""
+
+    error = "invalid_token"
+
+
+class InvalidAuthRequest(BadRequest):
+    """400 ``invalid_request``: the credentials are ambiguous or malformed (RFC 6750 §3.1)."""
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        return (("WWW-Authenticate", f'Bearer realm="{realm}", error="invalid_request"'),)
+
+
+class Forbidden(HandshakeError):
+    """403: the client is known but not allowed here (origin, scope)."""
+
+    status = 403
+
+
+class TooManyRequests(HandshakeError):
+    """429: too many failed handshakes from this client; retry later."""
+
+    status = 429
+
+    def __init__(self, reason: str, *, retry_after: int = 1, source: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(reason, source=source, detail=detail)
+        self.retry_after = retry_after
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        return (("Retry-After", str(self.retry_after)),)
+
+
+class ServiceUnavailable(HandshakeError):
+    """503: we cannot decide now (verifier down, server full); fail closed, retry later."""
+
+    status = 503
+
+    def __init__(self, reason: str, *, retry_after: int = 5, source: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(reason, source=source, detail=detail)
+        self.retry_after = retry_after
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        return (("Retry-After", str(self.retry_after)),)
+
+
+class RequestTimeout(HandshakeError):
+    """408: the handshake did not complete before the absolute deadline."""
+
+    status = 408
+
+
+class ConnectionClosed(WSAuthError):
+    """The WebSocket is closed; ``code`` and ``reason`` are what the close frame said.
+
+    ``code`` is 1006 when the TCP connection ended without a close frame.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed with code {code}")
+        self.code = code
+        self.reason = reason

@@ -1,0 +1,268 @@
+"""The core: one opening handshake request in, one decision out.
+
+:meth:`HandshakePolicy.decide` runs the checks in a fixed order, cheapest first, so a
+malformed or misdirected request never reaches the verifier (which may hit a database or
+a key server):
+
+1. the request is a WebSocket opening handshake for a served path (RFC 6455 §4.2.1);
+2. exactly one token is found in the configured sources (RFC 6750 §2);
+3. the token passes a size bound, then the verifier;
+4. a subprotocol is selected from those the client offered, never the token entry.
+
+It returns an :class:`Accept` or raises a :class:`~wsauth_sync.errors.HandshakeError`
+that already knows its HTTP answer. Nothing here does I/O or touches threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+from .errors import (
+    BadRequest,
+    ConfigurationError,
+    HandshakeError,
+    HTTPVersionNotSupported,
+    InvalidToken,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    UnsupportedVersion,
+    UpgradeRequired,
+)
+from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, RequestReader
+from .request import Address, UpgradeRequest, comma_list
+from .sources import BearerToken, SubprotocolToken, TokenSource, find_token
+from .verifiers import Identity, Verifier
+
+#: Bearer header and subprotocol: the sources that keep tokens out of URLs. Query and
+#: cookie tokens are opt-in (URLs are logged; cookies need an Origin allowlist).
+DEFAULT_SOURCES: tuple[TokenSource, ...] = (BearerToken(), SubprotocolToken())
+
+#: Longest token handed to a verifier; it fits inside one 8 KiB header line.
+DEFAULT_MAX_TOKEN_LENGTH = 8 * 1024
+
+
+@dataclass(frozen=True)
+class Accept:
+    """A handshake that may proceed to ``101 Switching Protocols``.
+
+    Attributes:
+        request: the request with every credential redacted; safe to store and log.
+        identity: what the verifier established, with ``source`` filled in.
+        subprotocol: the value for ``Sec-WebSocket-Protocol``, or None for no header.
+        key: the client's ``Sec-WebSocket-Key`` (a nonce, not a secret).
+    """
+
+    request: UpgradeRequest
+    identity: Identity
+    subprotocol: str | None
+    key: str
+
+
+def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
+    """Check that ``request`` is a WebSocket opening handshake for a served path.
+
+    Returns:
+        The validated ``Sec-WebSocket-Key``.
+
+    Raises:
+        MethodNotAllowed: not GET (405, ``Allow: GET``).
+        HTTPVersionNotSupported: HTTP/1.0 (505).
+        BadRequest: Host, key, version header or body problems (400).
+        NotFound: the path is not served (404).
+        UpgradeRequired: no ``Upgrade: websocket`` / ``Connection: upgrade`` (426).
+        UnsupportedVersion: ``Sec-WebSocket-Version`` other than 13 (426).
+    """
+    if request.method != "GET":
+        raise MethodNotAllowed("method_not_allowed")
+    if request.http_version != "1.1":
+        raise HTTPVersionNotSupported("http_version_not_supported")
+    hosts = request.get_all("host")
+    if len(hosts) != 1 or not _valid_host(hosts[0]):
+        raise BadRequest("bad_host")
+    if request.path not in paths:
+        raise NotFound("unknown_path")
+    if "websocket" not in (token.lower() for token in comma_list(request.get_all("upgrade"))):
+        raise UpgradeRequired("not_websocket_upgrade")
+    if "upgrade" not in (token.lower() for token in comma_list(request.get_all("connection"))):
+        raise UpgradeRequired("no_connection_upgrade")
+    key = request.get_single("sec-websocket-key")
+    if key is None:
+        raise BadRequest("missing_key")
+    if not _valid_key(key):
+        raise BadRequest("bad_key")
+    versions = request.get_all("sec-websocket-version")
+    if not versions:
+        raise BadRequest("missing_version")
+    if len(versions) > 1:
+        raise BadRequest("duplicate_version")
+    if versions[0].strip() != "13":
+        raise UnsupportedVersion("unsupported_version")
+    if request.get_all("transfer-encoding") or any(
+            value.strip() != "0" for value in request.get_all("content-length")):
+        raise BadRequest("request_body")
+    return key
+
+
+def _valid_key(key: str) -> bool:
+    # RFC 6455 §4.2.1 item 5: base64 of 16 bytes. Padding bits are not required to be
+    # zero (browsers' keys always are, the WHATWG example is not).
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _valid_host(host: str) -> bool:
+    # Host names with "xn--" labels must be valid IDNA; a bad one once crashed wsproto.
+    if not host or "xn--" not in host.lower():
+        return bool(host)
+    try:
+        host.encode("ascii").decode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+class HandshakePolicy:
+    """Everything the core needs to decide on a handshake, validated once.
+
+    Args:
+        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.verifiers`).
+        paths: request paths that serve WebSockets; others get 404.
+        sources: where tokens may travel, see :mod:`wsauth_sync.sources`.
+        subprotocols: application subprotocols the handlers speak, preferred first.
+        realm: the ``realm`` of ``WWW-Authenticate`` challenges.
+        max_token_length: longer tokens get 401 without reaching the verifier.
+
+    Raises:
+        ConfigurationError: no paths, no sources, or a bad limit.
+    """
+
+    def __init__(
+        self,
+        *,
+        verifier: Verifier,
+        paths: Collection[str] = ("/ws",),
+        sources: Sequence[TokenSource] = DEFAULT_SOURCES,
+        subprotocols: Sequence[str] = (),
+        realm: str = "wsauth",
+        max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+    ) -> None:
+        if not paths or any(not path.startswith("/") for path in paths):
+            raise ConfigurationError("paths must be non-empty and start with '/'")
+        if not sources:
+            raise ConfigurationError("at least one token source is needed")
+        if max_token_length < 1:
+            raise ConfigurationError("max_token_length must be positive")
+        if '"' in realm or "\\" in realm:
+            raise ConfigurationError("realm must not contain quotes or backslashes")
+        self.verifier = verifier
+        self.paths = frozenset(paths)
+        self.sources = tuple(sources)
+        self.subprotocols = tuple(subprotocols)
+        self.realm = realm
+        self.max_token_length = max_token_length
+
+    def decide(self, request: UpgradeRequest) -> Accept:
+        """Decide on one opening handshake.
+
+        Raises:
+            HandshakeError: the request is refused; the error carries the response.
+        """
+        key = check_upgrade(request, paths=self.paths)
+        found = find_token(request, self.sources)
+        name = found.source.name
+        safe = request.redacted()
+        for source in self.sources:
+            safe = source.redact(safe)
+        subprotocol = self._select_subprotocol(safe.subprotocols,
+                                               found.source.response_subprotocol(request))
+        if isinstance(found.source, SubprotocolToken) and subprotocol is None:
+            # Browsers fail a handshake that offered subprotocols but selected none.
+            raise BadRequest("no_subprotocol_to_select", source=name)
+        if not found.value:
+            raise InvalidToken("empty_token", source=name)
+        if len(found.value) > self.max_token_length:
+            raise InvalidToken("token_too_long", source=name)
+        identity = self._verify(found.value, name)
+        return Accept(request=safe, identity=replace(identity, source=name),
+                      subprotocol=subprotocol, key=key)
+
+    def _select_subprotocol(self, offered: Sequence[str], carrier: str | None) -> str | None:
+        # RFC 6455 §4.2.2: at most one value, and only one the client offered; the
+        # offered list here has the token entries already removed.
+        for protocol in self.subprotocols:
+            if protocol in offered:
+                return protocol
+        return carrier
+
+    def _verify(self, token: str, source: str) -> Identity:
+        try:
+            identity = self.verifier(token)
+        except HandshakeError as exc:
+            exc.source = source
+            raise
+        except Exception as exc:  # noqa: BLE001 - any verifier failure must fail closed
+            # The exception text may quote the token: keep only its type.
+            raise ServiceUnavailable("verifier_error", source=source,
+                                     detail=type(exc).__name__) from None
+        if not isinstance(identity, Identity):
+            raise ServiceUnavailable("verifier_error", source=source,
+                                     detail=f"returned {type(identity).__name__}")
+        return identity
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Outcome: send ``response`` (empty if the peer is gone), then close.
+
+    ``request`` is the redacted request when one was parsed, for the log line.
+    """
+
+    error: HandshakeError
+    response: bytes
+    request: UpgradeRequest | None
+
+
+class ServerHandshake:
+    """The server side of one opening handshake, sans I/O.
+
+    Feed what the socket read to :meth:`receive_data` until it returns a decision. An
+    :class:`Accept` is answered with the bytes of :meth:`accept`; a :class:`Rejected`
+    already holds its response. The shell owns the clock: when its deadline passes it
+    calls :meth:`reject` instead.
+    """
+
+    def __init__(self, policy: HandshakePolicy, *, limits: HeadLimits = DEFAULT_HEAD_LIMITS,
+                 client: Address | None = None) -> None:
+        self.policy = policy
+        self._reader = RequestReader(limits=limits, client=client)
+        self._request: UpgradeRequest | None = None
+
+    def receive_data(self, data: bytes) -> Accept | Rejected | None:
+        """Feed bytes (``b""`` at end of stream); None means "need more"."""
+        try:
+            self._request = self._reader.receive_data(data)
+            if self._request is None:
+                return None
+            return self.policy.decide(self._request)
+        except HandshakeError as error:
+            return self.reject(error)
+
+    def accept(self, accept: Accept) -> bytes:
+        """The ``101 Switching Protocols`` response for an accepted handshake."""
+        return self._reader.accept(key=accept.key, subprotocol=accept.subprotocol)
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes that followed the request head: the client's first frames, if eager."""
+        return self._reader.trailing_data
+
+    def reject(self, error: HandshakeError) -> Rejected:
+        """Refuse this handshake with ``error``."""
+        request = self._request.redacted() if self._request is not None else None
+        return Rejected(error, self._reader.reject(error, realm=self.policy.realm), request)

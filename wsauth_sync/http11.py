@@ -1,0 +1,163 @@
+"""HTTP/1.1 for the opening handshake, on h11: bounded parsing and exact responses.
+
+:class:`RequestReader` is sans-I/O: the shell feeds it the bytes it read and gets an
+:class:`UpgradeRequest` once the head is complete. h11 does the parsing and bounds the
+buffered head; a light scan of line lengths and header count in front of it gives the
+precise 414/431 answers h11 does not distinguish, as soon as a limit is crossed, so an
+endless header costs no more memory than the limit.
+
+Responses go through the same h11 connection, so they are framed correctly (h11 adds
+``Connection: close`` handling and checks that a 101 answers an ``Upgrade`` request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h11
+from wsproto.utilities import generate_accept_token
+
+from .errors import BadRequest, HandshakeError, HeadersTooLarge, URITooLong
+from .request import Address, UpgradeRequest
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """Bounds on the request head; defaults match the ``websockets`` library and h11.
+
+    Attributes:
+        max_head_size: whole head, request line included (431 beyond it).
+        max_line_length: request line (414) or one header line (431).
+        max_headers: number of header lines (431 beyond it).
+    """
+
+    max_head_size: int = 16 * 1024
+    max_line_length: int = 8 * 1024
+    max_headers: int = 128
+
+
+DEFAULT_HEAD_LIMITS = HeadLimits()
+
+class RequestReader:
+    """Parse one opening handshake request from raw bytes, with bounds.
+
+    Args:
+        limits: head size bounds.
+        client: peer address, recorded on the request.
+    """
+
+    def __init__(self, *, limits: HeadLimits = DEFAULT_HEAD_LIMITS,
+                 client: Address | None = None) -> None:
+        self.limits = limits
+        self.client = client
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
+        self._request: UpgradeRequest | None = None
+        # State of the line scan that runs ahead of h11 until the blank line.
+        self._line = bytearray()
+        self._lines = 0
+        self._scanning = True
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received after the head: an eager client's first WebSocket frames."""
+        return bytes(self._h11.trailing_data[0])
+
+    def receive_data(self, data: bytes) -> UpgradeRequest | None:
+        """Feed bytes (``b""`` at end of stream); return the request once complete.
+
+        Raises:
+            HandshakeError: 400 malformed or truncated, 414 request line too long,
+                431 header line, header count or head too large.
+        """
+        if self._scanning:
+            self._scan(data)
+        self._h11.receive_data(data)
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                # h11's message may quote raw bytes (a token, say): keep only the status.
+                if exc.error_status_hint == 431:
+                    raise HeadersTooLarge("head_too_large") from None
+                raise BadRequest("malformed_request") from None
+            if isinstance(event, h11.Request):
+                self._request = UpgradeRequest.from_h11(event, client=self.client)
+                if _declares_body(self._request):
+                    return self._request  # refused by the checks; never read the body
+            elif isinstance(event, h11.EndOfMessage):
+                return self._request
+            elif event is h11.NEED_DATA:
+                return None
+            else:  # ConnectionClosed before a complete head
+                raise BadRequest("incomplete_request")
+
+    def _scan(self, data: bytes) -> None:
+        """Check line lengths and count as bytes arrive, before h11 buffers them."""
+        limits = self.limits
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            chunk = data[start:] if end == -1 else data[start:end]
+            if len(self._line) + len(chunk) > limits.max_line_length:
+                if self._lines == 0:
+                    raise URITooLong("request_line_too_long")
+                raise HeadersTooLarge("header_line_too_long")
+            self._line += chunk
+            if end == -1:
+                return
+            if self._lines > 0 and (self._line == b"" or self._line == b"\r"):
+                self._scanning = False  # end of head: what follows is WebSocket data
+                return
+            self._lines += 1
+            if self._lines > limits.max_headers + 1:
+                raise HeadersTooLarge("too_many_headers")
+            self._line.clear()
+            start = end + 1
+
+    def accept(self, *, key: str, subprotocol: str | None) -> bytes:
+        """The ``101 Switching Protocols`` response (RFC 6455 §4.2.2 step 5)."""
+        headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode("ascii")),
+        ]
+        if subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
+        event = h11.InformationalResponse(
+            status_code=101, headers=headers, reason=b"Switching Protocols")
+        return self._h11.send(event) or b""
+
+    def reject(self, error: HandshakeError, *, realm: str = "wsauth") -> bytes:
+        """A complete error response: status, required headers, a short generic body.
+
+        Returns ``b""`` when the peer closed before sending anything (nobody to answer).
+        """
+        headers, body = rejection_parts(error, realm=realm)
+        response = h11.Response(status_code=error.status, headers=headers,
+                                reason=error.phrase.encode("ascii"))
+        try:
+            return b"".join(self._h11.send(event) or b""
+                            for event in (response, h11.Data(data=body), h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            return b""
+
+
+def rejection_parts(error: HandshakeError, *,
+                    realm: str = "wsauth") -> tuple[list[tuple[str, str]], bytes]:
+    """Headers and body for a refused handshake; shared by the socket and WSGI shells.
+
+    The body names the status only: nothing from the request is echoed.
+    """
+    body = f"{error.status} {error.phrase}\n".encode("ascii")
+    headers = [
+        *error.response_headers(realm=realm),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    return headers, body
+
+
+def _declares_body(request: UpgradeRequest) -> bool:
+    lengths = request.get_all("content-length")
+    return bool(request.get_all("transfer-encoding")) or any(v.strip() != "0" for v in lengths)

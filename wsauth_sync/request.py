@@ -1,0 +1,156 @@
+"""The opening handshake request as a frozen value, and its safe (redacted) form.
+
+An :class:`UpgradeRequest` is built from an h11 ``Request`` (threaded server) or from a
+WSGI environ (middleware), so everything after parsing sees one shape. Header names are
+lowercase and values are ASCII ``str``: non-ASCII bytes are refused while building it,
+so no later ``decode`` can raise on hostile input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from .errors import BadRequest
+
+REDACTED = "[REDACTED]"
+
+#: Headers whose values are credentials whatever the token sources are.
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+#: Query parameters always redacted from stored targets: the usual names for tokens.
+SENSITIVE_QUERY_PARAMS = frozenset(
+    {"token", "access_token", "id_token", "api_key", "apikey", "jwt"})
+
+Address = tuple[str, int]
+
+
+def comma_list(values: Iterable[str]) -> list[str]:
+    """Split header values that form one comma-separated list (RFC 9110 §5.3).
+
+    Linear time on purpose: a regex with nested quantifiers here was ws's CVE-2021-32640.
+    """
+    items = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip(" \t")
+            if item:
+                items.append(item)
+    return items
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """A parsed opening handshake.
+
+    Attributes:
+        method: ``"GET"`` for any valid handshake.
+        target: request target as sent (path and query).
+        headers: ``(name, value)`` pairs in arrival order; names lowercase.
+        http_version: ``"1.1"`` for any valid handshake.
+        client: the peer's address, when the shell knows it.
+    """
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    http_version: str = "1.1"
+    client: Address | None = None
+
+    @classmethod
+    def from_h11(cls, event: Any, *, client: Address | None = None) -> UpgradeRequest:
+        """Build from an ``h11.Request``.
+
+        Raises:
+            BadRequest: a header value or the target holds non-ASCII bytes (400).
+        """
+        try:
+            headers = tuple((name.decode("ascii"), value.decode("ascii"))
+                            for name, value in event.headers)
+            target = event.target.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("non_ascii_header") from None
+        return cls(
+            method=event.method.decode("ascii"),
+            target=target,
+            headers=headers,
+            http_version=event.http_version.decode("ascii"),
+            client=client,
+        )
+
+    @property
+    def path(self) -> str:
+        """The target without its query string."""
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        """The raw query string (empty when there is none)."""
+        return self.target.partition("?")[2]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header ``name`` (lowercase), in order."""
+        return [value for key, value in self.headers if key == name]
+
+    def get_single(self, name: str) -> str | None:
+        """The value of a header that may appear at most once.
+
+        Raises:
+            BadRequest: the header appears more than once (400, reason ``duplicate_<name>``).
+        """
+        values = self.get_all(name)
+        if len(values) > 1:
+            raise BadRequest(f"duplicate_{name}")
+        return values[0] if values else None
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The offered subprotocols; several headers form one list (RFC 6455 §11.3.4)."""
+        return comma_list(self.get_all("sec-websocket-protocol"))
+
+    def replace(self, **changes: Any) -> UpgradeRequest:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def without_subprotocols(self, entries: Iterable[str]) -> UpgradeRequest:
+        """A copy whose ``Sec-WebSocket-Protocol`` headers no longer list ``entries``."""
+        drop = set(entries)
+        headers: list[tuple[str, str]] = []
+        for name, value in self.headers:
+            if name == "sec-websocket-protocol":
+                kept = [entry for entry in comma_list([value]) if entry not in drop]
+                if not kept:
+                    continue
+                value = ", ".join(kept)
+            headers.append((name, value))
+        return self.replace(headers=tuple(headers))
+
+    def redacted(self, *, query_params: Iterable[str] = ()) -> UpgradeRequest:
+        """A copy safe to store and log: credentials replaced by ``[REDACTED]``.
+
+        Covers the credential headers, the usual token query parameters and
+        ``query_params``. Token sources add their own redaction on top of this.
+        """
+        headers = tuple((name, REDACTED if name in SENSITIVE_HEADERS else value)
+                        for name, value in self.headers)
+        names = SENSITIVE_QUERY_PARAMS.union(query_params)
+        return self.replace(target=redact_query(self.target, names), headers=headers)
+
+
+def redact_query(target: str, names: Iterable[str]) -> str:
+    """Replace the values of the named query parameters with ``[REDACTED]``.
+
+    Names are compared after percent-decoding, as a query parser would see them.
+    """
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    wanted = set(names)
+    parts = []
+    for part in query.split("&"):
+        key, eq, _ = part.partition("=")
+        parts.append(f"{key}={REDACTED}" if eq and unquote_plus(key) in wanted else part)
+    return f"{path}?{'&'.join(parts)}"

@@ -1,0 +1,261 @@
+"""The threaded shell: sockets in, the core's decisions out, one thread per connection.
+
+:func:`handle_socket` serves one already accepted connection from start to end, so any
+accept loop (``socketserver``, ``http.server``, your own) can hand a socket over.
+:class:`WebSocketServer` is a ready accept loop around it with a connection cap, a
+listen backlog sized for bursts, and a shutdown that closes connections with 1001.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, MutableSet
+from types import TracebackType
+
+from . import audit
+from .app import WebSocketApp
+from .connection import WebSocket, wait_readable
+from .errors import RequestTimeout, ServiceUnavailable
+from .handshake import Accept, Rejected, ServerHandshake
+from .request import Address
+
+logger = logging.getLogger("wsauth_sync")
+
+_READ_SIZE = 16 * 1024
+# After a refusal: how long and how much to drain so the client reads the response
+# instead of a reset (closing with unread input makes the kernel send RST).
+_DRAIN_SECONDS = 1.0
+_DRAIN_BYTES = 256 * 1024
+
+
+def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketApp, *,
+                  open_connections: MutableSet[WebSocket] | None = None) -> None:
+    """Serve one accepted connection: handshake, authentication, then the handler.
+
+    Blocks until the connection ends and always closes ``sock``. Never raises for
+    anything the client does; each refusal is answered, logged and closed.
+
+    Args:
+        sock: a connected, blocking socket, nothing read from it yet.
+        address: the peer address, for logs.
+        app: routes, policy and limits.
+        open_connections: if given, the WebSocket is in it while the handler runs
+            (the server uses this to close everything on shutdown).
+    """
+    try:
+        deadline = time.monotonic() + app.handshake_timeout
+        handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
+        decision = _read_decision(sock, handshake, deadline)
+        if isinstance(decision, Accept) and time.monotonic() > deadline:
+            decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
+        if isinstance(decision, Rejected):
+            audit.log_rejected(client=address, error=decision.error, request=decision.request)
+            _send_and_close(sock, decision.response)
+            return
+        sock.sendall(handshake.accept(decision))
+        audit.log_accepted(client=address, path=decision.request.path,
+                           identity=decision.identity, subprotocol=decision.subprotocol)
+        ws = WebSocket(sock, accept=decision, trailing_data=handshake.trailing_data,
+                       max_message_size=app.max_message_size, close_timeout=app.close_timeout)
+        _run_handler(app, ws, address, open_connections)
+    except OSError:
+        pass  # the peer vanished mid-write; nothing left to tell it
+    finally:
+        sock.close()
+
+
+def reject_socket(sock: socket.socket, address: Address | None, app: WebSocketApp,
+                  error: ServiceUnavailable) -> None:
+    """Answer a connection with ``error`` without reading its request, then close.
+
+    Used at capacity: no verifier work is spent, and the drain after the response
+    keeps the unread request from turning the close into a reset.
+    """
+    try:
+        rejected = ServerHandshake(app.policy, client=address).reject(error)
+        audit.log_rejected(client=address, error=rejected.error, request=None)
+        _send_and_close(sock, rejected.response)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _read_decision(sock: socket.socket, handshake: ServerHandshake,
+                   deadline: float) -> Accept | Rejected:
+    # One absolute deadline for the whole head: a client dribbling a byte a second is
+    # cut off on time, which per-recv timeouts would never do.
+    while True:
+        if not wait_readable(sock, deadline):
+            return handshake.reject(RequestTimeout("handshake_timeout"))
+        decision = handshake.receive_data(sock.recv(_READ_SIZE))
+        if decision is not None:
+            return decision
+
+
+def _send_and_close(sock: socket.socket, response: bytes) -> None:
+    """Send a refusal and end the connection so the client can read all of it."""
+    sock.sendall(response)
+    sock.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    drained = 0
+    while drained < _DRAIN_BYTES and wait_readable(sock, deadline):
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            break
+        drained += len(data)
+
+
+def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
+                 open_connections: MutableSet[WebSocket] | None) -> None:
+    handler = app.routes[ws.request.path]
+    started = time.monotonic()
+    if open_connections is not None:
+        open_connections.add(ws)
+    try:
+        handler(ws)
+    except Exception:  # a handler bug must not take the server down
+        logger.exception("handler failed peer=%s subject=%s", audit.peer(address),
+                         ws.identity.subject)
+        ws.close(1011)
+    else:
+        ws.close(1000)
+    finally:
+        if open_connections is not None:
+            open_connections.discard(ws)
+        audit.log_closed(client=address, identity=ws.identity, code=ws.close_code or 1006,
+                         duration=time.monotonic() - started)
+
+
+class WebSocketServer:
+    """A threaded WebSocket server: one thread per connection, under a cap.
+
+    The listening socket is bound in the constructor, so ``port=0`` resolves at once
+    (see :attr:`address`). Use :meth:`serve_forever` in the current thread, or
+    :meth:`start` / the context manager for a background thread.
+
+    Args:
+        app: routes, policy and limits.
+        host: address to listen on (loopback by default).
+        port: TCP port; 0 picks a free one.
+        max_connections: connections served at once; beyond it handshakes get 503.
+        backlog: listen queue length; large enough that bursts are not refused.
+    """
+
+    #: Extra threads allowed to answer 503 at capacity; past that, sockets are dropped.
+    overflow_threads = 16
+
+    def __init__(self, app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
+                 max_connections: int = 256, backlog: int = 128) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be positive")
+        self.app = app
+        self.max_connections = max_connections
+        self._listener = socket.create_server((host, port), backlog=backlog)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._overflow: set[threading.Thread] = set()
+        self._open: set[WebSocket] = set()
+        self._stopping = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> Address:
+        """The ``(host, port)`` the server listens on."""
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown` is called."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._listener:
+                        self._accept()
+
+    def _accept(self) -> None:
+        try:
+            sock, address = self._listener.accept()
+        except OSError:
+            return  # the client gave up before we got to it
+        address = address[:2]
+        with self._lock:
+            full = len(self._threads) >= self.max_connections
+            pool = self._overflow if full else self._threads
+            if full and len(pool) >= self.overflow_threads:
+                sock.close()
+                return
+            if full:
+                work = functools.partial(reject_socket, sock, address, self.app,
+                                         ServiceUnavailable("server_full", retry_after=1))
+            else:
+                work = functools.partial(handle_socket, sock, address, self.app,
+                                         open_connections=self._open)
+            thread = threading.Thread(target=self._run, args=(pool, work), daemon=True)
+            pool.add(thread)
+        thread.start()
+
+    def _run(self, pool: set[threading.Thread], work: Callable[[], None]) -> None:
+        try:
+            work()
+        finally:
+            with self._lock:
+                pool.discard(threading.current_thread())
+
+    def start(self) -> WebSocketServer:
+        """Run :meth:`serve_forever` in a background thread; returns ``self``."""
+        self._accept_thread = threading.Thread(target=self.serve_forever, daemon=True,
+                                               name="wsauth-accept")
+        self._accept_thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        """Stop accepting, close open connections with 1001, and wait for them.
+
+        Returns within about ``close_timeout`` plus a second, whatever the clients do.
+        """
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        self._listener.close()
+        closers = [threading.Thread(target=ws.close, args=(1001, "server shutting down"),
+                                    daemon=True) for ws in list(self._open)]
+        for closer in closers:
+            closer.start()
+        deadline = time.monotonic() + self.app.close_timeout + 1.0
+        with self._lock:
+            threads = list(self._threads | self._overflow)
+        for thread in threads + closers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> WebSocketServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+
+def serve(app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
+          max_connections: int = 256) -> None:
+    """Serve ``app`` in the current thread until interrupted (Ctrl-C)."""
+    server = WebSocketServer(app, host=host, port=port, max_connections=max_connections)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()

@@ -1,0 +1,103 @@
+"""Verifiers: a token in, an :class:`Identity` out, or a refusal.
+
+A verifier is any callable ``token -> Identity``. It raises
+:class:`~wsauth_sync.errors.InvalidToken` (401) to refuse a token. Any other exception
+means "cannot decide now"; the handshake core turns it into a 503 and never into a 101.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ConfigurationError, InvalidToken
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who authenticated, as the verifier established it.
+
+    Attributes:
+        subject: the principal (``sub`` claim, key owner, configured name).
+        claims: verified claims or attributes; never unverified request data.
+        source: the token source that carried the credential (``"query"``...).
+        expires_at: POSIX time at which the credential stops being valid, if known.
+    """
+
+    subject: str
+    claims: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    source: str = ""
+    expires_at: float | None = None
+
+
+class Verifier(Protocol):
+    """Anything that turns a token into an :class:`Identity` or raises."""
+
+    def __call__(self, token: str, /) -> Identity: ...
+
+
+def _digest(token: str) -> bytes:
+    # Comparing fixed-length digests keeps compare_digest from leaking the length of the
+    # configured secrets, and works for any str (compare_digest refuses non-ASCII str).
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class StaticTokens:
+    """A fixed set of shared secrets, compared in constant time.
+
+    Args:
+        tokens: either a mapping ``token -> subject`` or an iterable of tokens, whose
+            subjects are then ``token-1``, ``token-2``... in the order given.
+
+    Raises:
+        ConfigurationError: no tokens, or an empty token (it would match empty input).
+    """
+
+    def __init__(self, tokens: Mapping[str, str] | Iterable[str]) -> None:
+        if isinstance(tokens, Mapping):
+            pairs = list(tokens.items())
+        else:
+            pairs = [(token, f"token-{index}") for index, token in enumerate(tokens, 1)]
+        if not pairs:
+            raise ConfigurationError("StaticTokens needs at least one token")
+        if any(not token for token, _ in pairs):
+            raise ConfigurationError("an empty static token would accept an empty credential")
+        self._entries = [(_digest(token), subject) for token, subject in pairs]
+
+    def __call__(self, token: str, /) -> Identity:
+        digest = _digest(token)
+        subject = None
+        # Check every entry, without stopping at a match, so timing says nothing of which.
+        for candidate, name in self._entries:
+            if hmac.compare_digest(candidate, digest) and subject is None:
+                subject = name
+        if subject is None:
+            raise InvalidToken("unknown_token")
+        return Identity(subject=subject)
+
+    def __repr__(self) -> str:
+        return f"StaticTokens(<{len(self._entries)} tokens>)"
+
+
+class CallableVerifier:
+    """Adapt a plain function (a database lookup, say) into a verifier.
+
+    The function receives the token and returns an :class:`Identity`, a subject
+    string, or ``None`` to refuse the token. An exception inside it becomes a 503.
+    """
+
+    def __init__(self, func: Callable[[str], Identity | str | None]) -> None:
+        self.func = func
+
+    def __call__(self, token: str, /) -> Identity:
+        result = self.func(token)
+        if result is None:
+            raise InvalidToken("rejected")
+        if isinstance(result, Identity):
+            return result
+        if isinstance(result, str) and result:
+            return Identity(subject=result)
+        raise TypeError(f"verifier function returned {type(result).__name__}")
