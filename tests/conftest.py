@@ -1,0 +1,24 @@
+"""Fixtures shared by the test modules; plain helpers live in helpers.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from helpers import running
+
+from wsauth_sync import WebSocketServer
+
+
+@pytest.fixture
+def server() -> Iterator[WebSocketServer]:
+    with running() as srv:
+        yield srv
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Capture every wsauth_sync log record, at every level."""
+    caplog.set_level(logging.DEBUG)
+    return caplog

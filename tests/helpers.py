@@ -1,0 +1,181 @@
+"""Test helpers: a server on 127.0.0.1:0 that always shuts down, raw socket I/O, frames."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import h11
+
+from wsauth_sync import (
+    BearerToken,
+    QueryToken,
+    StaticTokens,
+    SubprotocolToken,
+    WebSocketApp,
+    WebSocketServer,
+)
+from wsauth_sync.echo import echo
+
+#: The one valid token of the test apps. Leak checks search for it and its encodings.
+SECRET = "s3cret-TOKEN-value_42"
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+ALL_SOURCES = (QueryToken(), BearerToken(), SubprotocolToken())
+
+
+def make_app(**overrides: object) -> WebSocketApp:
+    """The echo app with a static SECRET and every header-free source enabled."""
+    options: dict[str, object] = {
+        "verifier": StaticTokens({SECRET: "alice"}),
+        "sources": ALL_SOURCES,
+        "close_timeout": 2.0,
+    }
+    options.update(overrides)
+    routes = options.pop("routes", {"/ws": echo})
+    return WebSocketApp(routes, **options)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def running(app: WebSocketApp | None = None, **server_options: object) -> Iterator[WebSocketServer]:
+    """A started server on a free loopback port; shut down and joined on exit."""
+    server = WebSocketServer(app or make_app(), host="127.0.0.1", port=0,
+                             **server_options)  # type: ignore[arg-type]
+    with server:
+        yield server
+
+
+def ws_url(server: WebSocketServer, path: str = "/ws") -> str:
+    host, port = server.address
+    return f"ws://{host}:{port}{path}"
+
+
+def handshake_bytes(target: str = "/ws", *, extra: str = "", key: str = KEY) -> bytes:
+    """A valid opening handshake with optional extra header lines (CRLF-terminated)."""
+    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode("latin-1")
+
+
+def connect_raw(server: WebSocketServer, timeout: float = 3.0) -> socket.socket:
+    sock = socket.create_connection(server.address, timeout=timeout)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 3.0) -> bytes:
+    """Everything the server sends until it closes, within ``timeout`` seconds."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def exchange(server: WebSocketServer, data: bytes, timeout: float = 3.0) -> bytes:
+    """Send ``data`` on a fresh connection and return all bytes until the server closes."""
+    with connect_raw(server, timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock, timeout)
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Parse an HTTP response with h11 (as a client would): status, headers, body."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(data)
+    event = client.next_event()
+    assert isinstance(event, (h11.Response, h11.InformationalResponse)), event
+    headers = {name.decode().lower(): value.decode() for name, value in event.headers}
+    body = b""
+    if isinstance(event, h11.Response):
+        while True:
+            part = client.next_event()
+            if isinstance(part, h11.Data):
+                body += part.data
+            else:
+                assert isinstance(part, h11.EndOfMessage), part
+                break
+    return event.status_code, headers, body
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
+    """One client-to-server frame (masked unless told otherwise)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    length = len(payload)
+    mask_bit = 0x80 if mask else 0
+    if length < 126:
+        head += bytes([mask_bit | length])
+    elif length < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def read_frames(sock: socket.socket, count: int, timeout: float = 3.0) -> list[tuple[int, bytes]]:
+    """Read ``count`` unmasked server frames as ``(opcode, payload)``."""
+    sock.settimeout(timeout)
+    buffer = b""
+    frames = []
+
+    def need(n: int) -> None:
+        nonlocal buffer
+        while len(buffer) < n:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed while reading frames")
+            buffer += data
+
+    while len(frames) < count:
+        need(2)
+        opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+        offset = 2
+        if length == 126:
+            need(4)
+            length, offset = struct.unpack("!H", buffer[2:4])[0], 4
+        elif length == 127:
+            need(10)
+            length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
+        need(offset + length)
+        frames.append((opcode, buffer[offset:offset + length]))
+        buffer = buffer[offset + length:]
+    return frames
+
+
+def close_code(payload: bytes) -> int:
+    return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
+
+
+def secret_forms(secret: str = SECRET) -> list[str]:
+    """The secret and its base64 / base64url spellings, for leak checks."""
+    import base64
+
+    raw = secret.encode()
+    return [secret,
+            base64.b64encode(raw).decode().rstrip("="),
+            base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+
+
+def wait_for(predicate: object, timeout: float = 3.0) -> bool:
+    """Poll a condition (e.g. a log line written by a server thread) up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
