@@ -92,7 +92,8 @@ def exchange(server: WebSocketServer, data: bytes, timeout: float = 3.0) -> byte
 def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Parse an HTTP response with h11 (as a client would): status, headers, body."""
     client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.send(h11.Request(method="GET", target="/", headers=[
+        ("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]))
     client.send(h11.EndOfMessage())
     client.receive_data(data)
     event = client.next_event()

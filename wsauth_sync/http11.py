@@ -55,6 +55,7 @@ class RequestReader:
         # State of the line scan that runs ahead of h11 until the blank line.
         self._line = bytearray()
         self._lines = 0
+        self._head_size = 0
         self._scanning = True
 
     @property
@@ -77,6 +78,8 @@ class RequestReader:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
                 # h11's message may quote raw bytes (a token, say): keep only the status.
+                if not data:
+                    raise BadRequest("incomplete_request") from None
                 if exc.error_status_hint == 431:
                     raise HeadersTooLarge("head_too_large") from None
                 raise BadRequest("malformed_request") from None
@@ -92,12 +95,19 @@ class RequestReader:
                 raise BadRequest("incomplete_request")
 
     def _scan(self, data: bytes) -> None:
-        """Check line lengths and count as bytes arrive, before h11 buffers them."""
+        """Check head size, line lengths and count as bytes arrive, before h11 buffers them.
+
+        h11 bounds only what it buffers while incomplete; a whole oversized head arriving
+        in one read would pass it, so the total is counted here too.
+        """
         limits = self.limits
         start = 0
         while True:
             end = data.find(b"\n", start)
             chunk = data[start:] if end == -1 else data[start:end]
+            self._head_size += len(chunk) + (end != -1)
+            if self._head_size > limits.max_head_size:
+                raise HeadersTooLarge("head_too_large")
             if len(self._line) + len(chunk) > limits.max_line_length:
                 if self._lines == 0:
                     raise URITooLong("request_line_too_long")
@@ -108,6 +118,10 @@ class RequestReader:
             if self._lines > 0 and (self._line == b"" or self._line == b"\r"):
                 self._scanning = False  # end of head: what follows is WebSocket data
                 return
+            if self._lines == 0 and not _looks_like_request_line(bytes(self._line)):
+                # Junk (an SMTP greeting, say) would otherwise wait for a blank line
+                # that never comes; h11 re-checks the line fully once the head is in.
+                raise BadRequest("malformed_request")
             self._lines += 1
             if self._lines > limits.max_headers + 1:
                 raise HeadersTooLarge("too_many_headers")
@@ -156,6 +170,12 @@ def rejection_parts(error: HandshakeError, *,
         ("Connection", "close"),
     ]
     return headers, body
+
+
+def _looks_like_request_line(line: bytes) -> bool:
+    # RFC 9112 §3: method SP request-target SP HTTP-version
+    parts = line.rstrip(b"\r").split(b" ")
+    return len(parts) == 3 and all(parts) and parts[2].startswith(b"HTTP/")
 
 
 def _declares_body(request: UpgradeRequest) -> bool:

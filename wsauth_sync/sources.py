@@ -177,7 +177,9 @@ def encode_subprotocol_token(token: str, *, prefix: str = "base64url.bearer.") -
 
 def _decode_base64url(data: str, source: str) -> str:
     try:
-        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        # validate=True: stray characters are an error, not silently dropped.
+        standard = data.replace("-", "+").replace("_", "/")
+        raw = base64.b64decode(standard + "=" * (-len(data) % 4), validate=True)
         return raw.decode("utf-8")
     except (binascii.Error, ValueError):
         raise InvalidToken("bad_base64url", source=source) from None
