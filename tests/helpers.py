@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import re
+import signal
 import socket
 import struct
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -180,3 +185,50 @@ def wait_for(predicate: object, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+class ServerProcess:
+    """A server run as a subprocess; its stdout and stderr lines are collected."""
+
+    def __init__(self, command: list[str], *, env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.lines: list[str] = []
+        self._new: queue.Queue[str] = queue.Queue()
+        for stream in (self.process.stdout, self.process.stderr):
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line.rstrip("\n"))
+            self._new.put(line.rstrip("\n"))
+
+    def expect(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """Wait (bounded) for an output line matching ``pattern``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; output so far: "
+                                     f"{self.lines[-20:]}") from None
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; SIGKILL only if it overstays (and then fail)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+            raise

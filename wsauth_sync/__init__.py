@@ -17,6 +17,7 @@ from .errors import (
     InvalidAuthRequest,
     InvalidToken,
     MissingToken,
+    NoSocketTakeover,
     ServiceUnavailable,
     TooManyRequests,
     WSAuthError,
@@ -25,7 +26,7 @@ from .handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check
 from .http11 import HeadLimits
 from .jwt_verifier import JWTVerifier
 from .request import UpgradeRequest
-from .server import WebSocketServer, handle_socket, serve
+from .server import WebSocketServer, handle_request, handle_socket, serve, take_buffered
 from .sources import (
     BearerToken,
     CookieToken,
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidToken",
     "JWTVerifier",
     "MissingToken",
+    "NoSocketTakeover",
     "QueryToken",
     "Rejected",
     "ServerHandshake",
@@ -71,6 +73,8 @@ __all__ = [
     "WebSocketServer",
     "check_upgrade",
     "encode_subprotocol_token",
+    "handle_request",
     "handle_socket",
     "serve",
+    "take_buffered",
 ]

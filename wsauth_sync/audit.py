@@ -8,10 +8,11 @@ token, a query string or a credential header.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import HandshakeError
-from .request import Address, UpgradeRequest
+from .request import SENSITIVE_QUERY_PARAMS, Address, UpgradeRequest, redact_query
 from .verifiers import Identity
 
 logger = logging.getLogger("wsauth_sync")
@@ -58,3 +59,51 @@ def log_closed(*, client: Address | None, identity: Identity, code: int,
     _emit(logging.INFO, "closed", {
         "peer": peer(client), "subject": identity.subject, "code": code,
         "duration": f"{duration:.3f}s"})
+
+
+def redact_text(text: str, names: Iterable[str] = SENSITIVE_QUERY_PARAMS) -> str:
+    """Redact token query parameters from every URL-like run in ``text`` (a log line)."""
+    parts = []
+    position = 0
+    while (mark := text.find("?", position)) != -1:
+        end = mark + 1
+        while end < len(text) and text[end] not in " \t\"'<>":
+            end += 1
+        parts += [text[position:mark], redact_query(text[mark:end], names)]
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+class RedactTokens(logging.Filter):
+    """A logging filter that removes ``?token=``-style values from formatted records.
+
+    Host servers log request lines, query string included (Werkzeug's and gunicorn's
+    access logs); attach this filter to their loggers so a URL token never lands there.
+    """
+
+    def __init__(self, params: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.params = SENSITIVE_QUERY_PARAMS.union(params)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = redact_text(message, self.params), None
+        return True
+
+
+#: Loggers of the WSGI servers we embed in that write request lines.
+HOST_ACCESS_LOGGERS = ("werkzeug", "gunicorn.access", "gunicorn.error", "cheroot")
+
+
+def install_log_redaction(*names: str, params: Iterable[str] = ()) -> None:
+    """Attach a :class:`RedactTokens` to each named logger (the host servers' by default).
+
+    ``params`` adds query parameter names to the usual ones (``token``, ``access_token``...).
+    """
+    for name in names or HOST_ACCESS_LOGGERS:
+        target = logging.getLogger(name)
+        for existing in [f for f in target.filters if isinstance(f, RedactTokens)]:
+            target.removeFilter(existing)
+        target.addFilter(RedactTokens(params))

@@ -184,6 +184,12 @@ class RequestTimeout(HandshakeError):
     status = 408
 
 
+class NoSocketTakeover(HandshakeError):
+    """501: the host WSGI server gives no access to its socket, so no upgrade is possible."""
+
+    status = 501
+
+
 class ConnectionClosed(WSAuthError):
     """The WebSocket is closed; ``code`` and ``reason`` are what the close frame said.
 

@@ -156,6 +156,23 @@ class RequestReader:
             return b""
 
 
+def request_head(request: UpgradeRequest) -> bytes:
+    """Serialize a request that another server parsed back into head bytes.
+
+    Shells that receive a parsed request (WSGI, ``http.server``) feed these bytes to the
+    same :class:`RequestReader` as the socket server, so every answer is byte-identical.
+
+    Raises:
+        BadRequest: h11 refuses to write it (no Host, say): 400 ``malformed_request``.
+    """
+    try:
+        event = h11.Request(method=request.method, target=request.target,
+                            headers=list(request.headers), http_version=request.http_version)
+        return h11.Connection(h11.CLIENT).send(event) or b""
+    except h11.LocalProtocolError:
+        raise BadRequest("malformed_request") from None
+
+
 def rejection_parts(error: HandshakeError, *,
                     realm: str = "wsauth") -> tuple[list[tuple[str, str]], bytes]:
     """Headers and body for a refused handshake; shared by the socket and WSGI shells.

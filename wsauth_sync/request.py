@@ -9,10 +9,10 @@ so no later ``decode`` can raise on hostile input.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from .errors import BadRequest
 
@@ -81,6 +81,40 @@ class UpgradeRequest:
             client=client,
         )
 
+    @classmethod
+    def from_fields(cls, *, method: str, target: str, headers: Iterable[tuple[str, str]],
+                    http_version: str = "1.1",
+                    client: Address | None = None) -> UpgradeRequest:
+        """Build from a head another server already parsed (``http.server``, say).
+
+        Raises:
+            BadRequest: a value holds non-ASCII characters (400).
+        """
+        pairs = tuple((name.lower(), value.strip(" \t")) for name, value in headers)
+        if not all(_ascii(text) for pair in pairs for text in pair) or not _ascii(target):
+            raise BadRequest("non_ascii_header")
+        return cls(method=method, target=target, headers=pairs,
+                   http_version=http_version.removeprefix("HTTP/"), client=client)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> UpgradeRequest:
+        """Build from a WSGI environ (PEP 3333).
+
+        WSGI servers join repeated headers with ``", "``, so a duplicated single-value
+        header (two keys, say) arrives as one malformed value and is refused as such.
+        """
+        headers = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
+                   if key.startswith("HTTP_")]
+        for key, name in (("CONTENT_LENGTH", "content-length"),
+                          ("CONTENT_TYPE", "content-type")):
+            if environ.get(key):
+                headers.append((name, environ[key]))
+        port = environ.get("REMOTE_PORT")
+        client = (environ.get("REMOTE_ADDR", ""), int(port)) if port else None
+        return cls.from_fields(method=environ.get("REQUEST_METHOD", ""),
+                               target=_environ_target(environ), headers=headers,
+                               http_version=environ.get("SERVER_PROTOCOL", ""), client=client)
+
     @property
     def path(self) -> str:
         """The target without its query string."""
@@ -138,6 +172,27 @@ class UpgradeRequest:
                         for name, value in self.headers)
         names = SENSITIVE_QUERY_PARAMS.union(query_params)
         return self.replace(target=redact_query(self.target, names), headers=headers)
+
+
+def _ascii(text: str) -> bool:
+    return text.isascii()
+
+
+def _environ_target(environ: Mapping[str, Any]) -> str:
+    # The raw target when the server keeps it (gunicorn, Werkzeug: RAW_URI or
+    # REQUEST_URI); otherwise rebuilt from the decoded path (latin-1 per PEP 3333).
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return str(raw)
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    target = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
+    query = environ.get("QUERY_STRING", "")
+    return f"{target}?{query}" if query else target
+
+
+def environ_path(environ: Mapping[str, Any]) -> str:
+    """The decoded request path of a WSGI environ (mount prefix included)."""
+    return str(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
 
 
 def redact_query(target: str, names: Iterable[str]) -> str:

@@ -1,7 +1,8 @@
 """The threaded shell: sockets in, the core's decisions out, one thread per connection.
 
 :func:`handle_socket` serves one already accepted connection from start to end, so any
-accept loop (``socketserver``, ``http.server``, your own) can hand a socket over.
+accept loop (``socketserver``, your own) can hand a socket over; :func:`handle_request`
+does the same for a server that has already read the request head (``http.server``).
 :class:`WebSocketServer` is a ready accept loop around it with a connection cap, a
 listen backlog sized for bursts, and a shutdown that closes connections with 1001.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import selectors
 import socket
@@ -21,9 +23,10 @@ from types import TracebackType
 from . import audit
 from .app import WebSocketApp
 from .connection import WebSocket, wait_readable
-from .errors import RequestTimeout, ServiceUnavailable
+from .errors import BadRequest, HandshakeError, RequestTimeout, ServiceUnavailable
 from .handshake import Accept, Rejected, ServerHandshake
-from .request import Address
+from .http11 import request_head
+from .request import Address, UpgradeRequest
 
 logger = logging.getLogger("wsauth_sync")
 
@@ -52,22 +55,97 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
         deadline = time.monotonic() + app.handshake_timeout
         handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
         decision = _read_decision(sock, handshake, deadline)
-        if isinstance(decision, Accept) and time.monotonic() > deadline:
-            decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
-        if isinstance(decision, Rejected):
-            audit.log_rejected(client=address, error=decision.error, request=decision.request)
-            _send_and_close(sock, decision.response)
-            return
-        sock.sendall(handshake.accept(decision))
-        audit.log_accepted(client=address, path=decision.request.path,
-                           identity=decision.identity, subprotocol=decision.subprotocol)
-        ws = WebSocket(sock, accept=decision, trailing_data=handshake.trailing_data,
-                       max_message_size=app.max_message_size, close_timeout=app.close_timeout)
-        _run_handler(app, ws, address, open_connections)
+        _conclude(sock, handshake, decision, app, deadline=deadline, address=address,
+                  open_connections=open_connections)
     except OSError:
         pass  # the peer vanished mid-write; nothing left to tell it
     finally:
         sock.close()
+
+
+def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketApp, *,
+                   buffered: bytes = b"") -> None:
+    """Serve a connection whose request head another server has already read.
+
+    For accept loops that parse HTTP themselves (``http.server``): the parsed head goes
+    through the same core as :func:`handle_socket`, so the answers are identical. The
+    caller keeps ownership of ``sock`` and must not write to it afterwards.
+
+    Args:
+        sock: the connection, positioned after the request head.
+        request: the parsed head, e.g. from :meth:`UpgradeRequest.from_fields`.
+        buffered: bytes the caller read past the head (an eager first frame).
+    """
+    deadline = time.monotonic() + app.handshake_timeout
+    handshake = ServerHandshake(app.policy, limits=app.head_limits, client=request.client)
+    try:
+        decision = decide_parsed(handshake, request)
+        _conclude(sock, handshake, decision, app, deadline=deadline, address=request.client,
+                  buffered=buffered)
+    except OSError:
+        pass
+
+
+def decide_parsed(handshake: ServerHandshake, request: UpgradeRequest) -> Accept | Rejected:
+    """Run a request parsed elsewhere through ``handshake`` as if read from the wire."""
+    try:
+        head = request_head(request)
+    except HandshakeError as error:
+        return handshake.reject(error)
+    decision = handshake.receive_data(head)  # a whole head: always a decision
+    return decision if decision is not None else handshake.reject(
+        BadRequest("incomplete_request"))
+
+
+def take_buffered(reader: object, sock: socket.socket) -> bytes:
+    """Bytes a server's buffered reader holds past the request head (an eager frame).
+
+    ``reader`` is the ``io.BufferedReader`` the host server parsed the head from
+    (``rfile`` of an ``http.server`` handler, Werkzeug's ``wsgi.input``); anything else
+    gives ``b""``. Never blocks.
+    """
+    if not isinstance(reader, io.BufferedReader):
+        return b""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # peek() must return what is buffered, never wait for more
+    try:
+        pending = reader.peek()
+    except (BlockingIOError, OSError, ValueError):
+        pending = b""
+    finally:
+        sock.settimeout(timeout)
+    return reader.read(len(pending)) if pending else b""
+
+
+def _conclude(sock: socket.socket, handshake: ServerHandshake, decision: Accept | Rejected,
+              app: WebSocketApp, *, deadline: float, address: Address | None,
+              buffered: bytes = b"",
+              open_connections: MutableSet[WebSocket] | None = None) -> None:
+    """Answer a decision on ``sock``: refuse and close, or accept and run the handler."""
+    if isinstance(decision, Accept) and time.monotonic() > deadline:
+        decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
+    if isinstance(decision, Rejected):
+        audit.log_rejected(client=address, error=decision.error, request=decision.request)
+        _send_and_close(sock, decision.response)
+        return
+    serve_accepted(sock, decision, app, response=handshake.accept(decision),
+                   trailing_data=handshake.trailing_data + buffered, address=address,
+                   open_connections=open_connections)
+
+
+def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, response: bytes,
+                   trailing_data: bytes = b"", address: Address | None = None,
+                   open_connections: MutableSet[WebSocket] | None = None) -> None:
+    """Send the 101, then run the route's handler on a :class:`WebSocket` until it ends.
+
+    Every shell ends here after an :class:`Accept`; the socket is shut down, not closed.
+    """
+    sock.sendall(response)
+    audit.log_accepted(client=address, path=accept.request.path, identity=accept.identity,
+                       subprotocol=accept.subprotocol)
+    ws = WebSocket(sock, accept=accept, trailing_data=trailing_data,
+                   max_message_size=app.max_message_size, close_timeout=app.close_timeout)
+    _run_handler(app, ws, address, open_connections)
 
 
 def reject_socket(sock: socket.socket, address: Address | None, app: WebSocketApp,

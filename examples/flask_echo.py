@@ -1,0 +1,45 @@
+"""The middleware on a Flask app: ``/`` is a Flask view, ``/ws`` an authenticated echo.
+
+    WSAUTH_TOKENS=secret-one python examples/flask_echo.py
+
+Flask's development server runs threaded (``app.run(threaded=True)``); each open
+WebSocket holds one of its threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from flask import Flask
+
+from wsauth_sync import QueryToken, StaticTokens, SubprotocolToken, WebSocket, WebSocketApp
+from wsauth_sync.wsgi import WebSocketMiddleware
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def index() -> str:
+    return "Flask is serving HTTP; the echo WebSocket is at /ws"
+
+
+def echo(ws: WebSocket) -> None:
+    """Greet the client by the subject its token established, then echo."""
+    ws.send(f"Welcome, {ws.identity.subject}! You are authenticated.")
+    for message in ws:
+        ws.send(f"You said: {message}" if isinstance(message, str) else message)
+
+
+tokens = [t.strip() for t in os.environ.get("WSAUTH_TOKENS", "").split(",") if t.strip()]
+app.wsgi_app = WebSocketMiddleware(app.wsgi_app, WebSocketApp(  # type: ignore[method-assign]
+    {"/ws": echo},
+    verifier=StaticTokens({token: f"user-{n}" for n, token in enumerate(tokens, 1)}),
+    sources=[QueryToken(), SubprotocolToken()],
+))
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")), threaded=True)
