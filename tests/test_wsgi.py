@@ -289,3 +289,20 @@ def test_other_paths_pass_through_untouched() -> None:
         thread.join(5)
     assert calls == ["/other", "/ws/sub"]
     assert parse_response(raw)[0] == 200
+
+
+def test_no_worker_thread_outlives_its_websocket() -> None:
+    server, thread = _serve_wsgi(WebSocketMiddleware(_not_found, _ws_app()))
+    try:
+        baseline = threading.active_count()
+        clients = [connect(f"ws://127.0.0.1:{server.server_port}/ws?token={SECRET}",
+                           open_timeout=5, legacy=True) for _ in range(5)]
+        for ws in clients:
+            ws.recv(timeout=5)
+        assert threading.active_count() >= baseline + 5
+        for ws in clients:
+            ws.close()
+        assert wait_for(lambda: threading.active_count() == baseline, 5)
+    finally:
+        server.shutdown()
+        thread.join(5)
