@@ -8,6 +8,7 @@ Each runs one of the examples on a free loopback port.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import sys
 import threading
 import urllib.error
@@ -295,13 +296,12 @@ def test_no_worker_thread_outlives_its_websocket() -> None:
     server, thread = _serve_wsgi(WebSocketMiddleware(_not_found, _ws_app()))
     try:
         baseline = threading.active_count()
-        clients = [connect(f"ws://127.0.0.1:{server.server_port}/ws?token={SECRET}",
-                           open_timeout=5, legacy=True) for _ in range(5)]
-        for ws in clients:
-            ws.recv(timeout=5)
-        assert threading.active_count() >= baseline + 5
-        for ws in clients:
-            ws.close()
+        with contextlib.ExitStack() as stack:
+            for _ in range(5):
+                ws = stack.enter_context(connect(
+                    f"ws://127.0.0.1:{server.server_port}/ws?token={SECRET}", open_timeout=5))
+                ws.recv(timeout=5)
+            assert threading.active_count() >= baseline + 5
         assert wait_for(lambda: threading.active_count() == baseline, 5)
     finally:
         server.shutdown()
