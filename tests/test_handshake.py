@@ -354,8 +354,9 @@ def test_bearer_scheme_is_case_insensitive() -> None:
 
 
 def test_cookie_source() -> None:
-    result, _, _ = decide(valid("/ws", extra=f"Cookie: theme=dark; token={SECRET}\r\n"),
-                          sources=(CookieToken(),))
+    result, _, _ = decide(valid("/ws", extra=f"Cookie: theme=dark; token={SECRET}\r\n"
+                                           "Origin: https://app.example\r\n"),
+                          sources=(CookieToken(),), allowed_origins=("https://app.example",))
     assert isinstance(result, Accept)
     assert result.identity.source == "cookie"
 

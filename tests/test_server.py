@@ -79,8 +79,10 @@ def test_prefixed_subprotocol_token_selects_the_application_protocol() -> None:
 
 
 def test_cookie_token_with_websocket_client() -> None:
-    with running(make_app(sources=(CookieToken(),))) as server:
-        ws = wsclient.create_connection(ws_url(server), cookie=f"token={SECRET}", timeout=3)
+    with running(make_app(sources=(CookieToken(),),
+                          allowed_origins=["http://app.example:8080"])) as server:
+        ws = wsclient.create_connection(ws_url(server), cookie=f"token={SECRET}", timeout=3,
+                                        origin="http://app.example:8080")
         try:
             assert ws.recv() == WELCOME
             ws.send("over cookie")
@@ -402,9 +404,10 @@ def test_token_never_appears_in_logs_or_responses(logs: pytest.LogCaptureFixture
     """Every source, accepted and refused; every log level; every response byte."""
     seen: list[bytes] = []
     near_miss = SECRET + "x"
-    with running(make_app(sources=(CookieToken(),))) as cookie_server:
+    with running(make_app(sources=(CookieToken(),),
+                          allowed_origins=["https://app.example"])) as cookie_server:
         seen.append(exchange(cookie_server, handshake_bytes(
-            "/ws", extra=f"Cookie: token={near_miss}\r\n")))
+            "/ws", extra=f"Cookie: token={near_miss}\r\nOrigin: https://app.example\r\n")))
     with running() as server:
         for token in (SECRET, near_miss):
             for url, extra in (

@@ -35,12 +35,17 @@ def _emit(level: int, event: str, fields: dict[str, Any]) -> None:
     logger.log(level, message, extra={"wsauth": {"event": event, **fields}})
 
 
-def log_accepted(*, client: Address | None, path: str, identity: Identity,
+def _origin(request: UpgradeRequest | None) -> str | None:
+    origins = request.get_all("origin") if request is not None else []
+    return origins[0] if origins else None
+
+
+def log_accepted(*, client: Address | None, request: UpgradeRequest, identity: Identity,
                  subprotocol: str | None) -> None:
     """Record an accepted handshake."""
     _emit(logging.INFO, "accepted", {
-        "peer": peer(client), "path": path, "subject": identity.subject,
-        "source": identity.source, "subprotocol": subprotocol})
+        "peer": peer(client), "path": request.path, "origin": _origin(request),
+        "subject": identity.subject, "source": identity.source, "subprotocol": subprotocol})
 
 
 def log_rejected(*, client: Address | None, error: HandshakeError,
@@ -49,7 +54,7 @@ def log_rejected(*, client: Address | None, error: HandshakeError,
     level = logging.WARNING if error.status >= 500 else logging.INFO
     _emit(level, "rejected", {
         "peer": peer(client), "status": error.status, "reason": error.reason,
-        "path": request.path if request is not None else None,
+        "path": request.path if request is not None else None, "origin": _origin(request),
         "source": error.source, "detail": error.detail})
 
 

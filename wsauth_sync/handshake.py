@@ -5,9 +5,11 @@ malformed or misdirected request never reaches the verifier (which may hit a dat
 a key server):
 
 1. the request is a WebSocket opening handshake for a served path (RFC 6455 §4.2.1);
-2. exactly one token is found in the configured sources (RFC 6750 §2);
-3. the token passes a size bound, then the verifier;
-4. a subprotocol is selected from those the client offered, never the token entry.
+2. its Origin is on the allowlist, when there is one (RFC 6455 §10.2);
+3. the client is not over its failed-authentication budget (429);
+4. exactly one token is found in the configured sources (RFC 6750 §2);
+5. the token passes a size bound, then the verifier;
+6. a subprotocol is selected from those the client offered, never the token entry.
 
 It returns an :class:`Accept` or raises a :class:`~wsauth_sync.errors.HandshakeError`
 that already knows its HTTP answer. Nothing here does I/O or touches threads.
@@ -19,10 +21,14 @@ import base64
 import binascii
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
+from urllib.parse import urlsplit
 
 from .errors import (
+    AuthenticationFailed,
     BadRequest,
     ConfigurationError,
+    Forbidden,
     HandshakeError,
     HTTPVersionNotSupported,
     InvalidToken,
@@ -34,7 +40,7 @@ from .errors import (
 )
 from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, RequestReader
 from .request import Address, UpgradeRequest, comma_list
-from .sources import BearerToken, SubprotocolToken, TokenSource, find_token
+from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
 from .verifiers import Identity, Verifier
 
 #: Bearer header and subprotocol: the sources that keep tokens out of URLs. Query and
@@ -127,6 +133,73 @@ def _valid_host(host: str) -> bool:
     return True
 
 
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lowercase with the default port dropped, or None.
+
+    RFC 6455 §4.2.2 and RFC 6454 serialize origins this way; anything else (a path,
+    credentials, ``null``) is not an origin that can match.
+    """
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.path or parts.query or parts.fragment:
+        return None
+    default = 443 if scheme == "https" else 80
+    suffix = "" if port in (None, default) else f":{port}"
+    return f"{scheme}://{parts.hostname.lower()}{suffix}"
+
+
+def check_origin(request: UpgradeRequest, *, allowed: frozenset[str] | None,
+                 allow_missing: bool = False) -> None:
+    """Enforce the Origin allowlist (exact match after normalization, no wildcards).
+
+    Raises:
+        BadRequest: more than one Origin header (RFC 6454 §7.3), 400.
+        Forbidden: Origin missing (unless allowed), ``null``, or not listed, 403.
+    """
+    origins = request.get_all("origin")
+    if len(origins) > 1:
+        raise BadRequest("duplicate_origin")
+    if allowed is None:
+        return
+    if not origins:
+        if allow_missing:
+            return
+        raise Forbidden("missing_origin")
+    if normalize_origin(origins[0]) not in allowed:
+        raise Forbidden("origin_not_allowed")
+
+
+class FailureLimiter(Protocol):
+    """Budget of failed authentications per client (see :mod:`wsauth_sync.guards`)."""
+
+    def check(self, client: str) -> None:
+        """Raise :class:`~wsauth_sync.errors.TooManyRequests` when over budget."""
+
+    def failed(self, client: str) -> None:
+        """Record one failed authentication."""
+
+
+def client_ip(request: UpgradeRequest, trusted_proxies: frozenset[str]) -> str:
+    """The client's IP: the peer, or from ``X-Forwarded-For`` when the peer is trusted.
+
+    Walks ``X-Forwarded-For`` from the right, skipping trusted proxies, so a client
+    cannot choose its address by sending the header itself (never trusted by default).
+    """
+    peer = request.client[0] if request.client else ""
+    if peer not in trusted_proxies:
+        return peer
+    hops = comma_list(request.get_all("x-forwarded-for"))
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop
+    return hops[0] if hops else peer
+
+
 class HandshakePolicy:
     """Everything the core needs to decide on a handshake, validated once.
 
@@ -137,9 +210,17 @@ class HandshakePolicy:
         subprotocols: application subprotocols the handlers speak, preferred first.
         realm: the ``realm`` of ``WWW-Authenticate`` challenges.
         max_token_length: longer tokens get 401 without reaching the verifier.
+        allowed_origins: exact ``scheme://host[:port]`` values browsers may connect
+            from; None means no Origin check (non-browser clients, or tokens that a
+            foreign page cannot obtain).
+        allow_missing_origin: with an allowlist, also accept requests without Origin
+            (non-browser clients); off by default.
+        limiter: failed-authentication budget per client IP (429 beyond it).
+        trusted_proxies: peer addresses whose ``X-Forwarded-For`` names the client.
 
     Raises:
-        ConfigurationError: no paths, no sources, or a bad limit.
+        ConfigurationError: no paths, no sources, a bad limit, a malformed origin, or
+            a cookie source without an Origin allowlist (cross-site WebSocket hijacking).
     """
 
     def __init__(
@@ -151,6 +232,10 @@ class HandshakePolicy:
         subprotocols: Sequence[str] = (),
         realm: str = "wsauth",
         max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        allowed_origins: Collection[str] | None = None,
+        allow_missing_origin: bool = False,
+        limiter: FailureLimiter | None = None,
+        trusted_proxies: Collection[str] = (),
     ) -> None:
         if not paths or any(not path.startswith("/") for path in paths):
             raise ConfigurationError("paths must be non-empty and start with '/'")
@@ -160,6 +245,13 @@ class HandshakePolicy:
             raise ConfigurationError("max_token_length must be positive")
         if '"' in realm or "\\" in realm:
             raise ConfigurationError("realm must not contain quotes or backslashes")
+        self.allowed_origins = _origin_allowlist(allowed_origins)
+        if self.allowed_origins is None and any(isinstance(s, CookieToken) for s in sources):
+            # Browsers attach cookies to cross-site WebSocket handshakes (OWASP CSWSH).
+            raise ConfigurationError("a cookie token source needs allowed_origins")
+        self.allow_missing_origin = allow_missing_origin
+        self.limiter = limiter
+        self.trusted_proxies = frozenset(trusted_proxies)
         self.verifier = verifier
         self.paths = frozenset(paths)
         self.sources = tuple(sources)
@@ -174,6 +266,19 @@ class HandshakePolicy:
             HandshakeError: the request is refused; the error carries the response.
         """
         key = check_upgrade(request, paths=self.paths)
+        check_origin(request, allowed=self.allowed_origins,
+                     allow_missing=self.allow_missing_origin)
+        client = client_ip(request, self.trusted_proxies)
+        if self.limiter is not None:
+            self.limiter.check(client)
+        try:
+            return self._authenticate(request, key)
+        except AuthenticationFailed:
+            if self.limiter is not None:
+                self.limiter.failed(client)
+            raise
+
+    def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
         found = find_token(request, self.sources)
         name = found.source.name
         safe = request.redacted()
@@ -214,6 +319,20 @@ class HandshakePolicy:
             raise ServiceUnavailable("verifier_error", source=source,
                                      detail=f"returned {type(identity).__name__}")
         return identity
+
+
+def _origin_allowlist(origins: Collection[str] | None) -> frozenset[str] | None:
+    if origins is None:
+        return None
+    if isinstance(origins, str):
+        raise ConfigurationError("allowed_origins must be a collection of origins")
+    normalized = set()
+    for origin in origins:
+        value = normalize_origin(origin)
+        if value is None:
+            raise ConfigurationError(f"not an origin (scheme://host[:port]): {origin!r}")
+        normalized.add(value)
+    return frozenset(normalized)
 
 
 @dataclass(frozen=True)

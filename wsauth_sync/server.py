@@ -141,7 +141,7 @@ def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, re
     Every shell ends here after an :class:`Accept`; the socket is shut down, not closed.
     """
     sock.sendall(response)
-    audit.log_accepted(client=address, path=accept.request.path, identity=accept.identity,
+    audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
                        subprotocol=accept.subprotocol)
     ws = WebSocket(sock, accept=accept, trailing_data=trailing_data,
                    max_message_size=app.max_message_size, close_timeout=app.close_timeout)
