@@ -7,15 +7,24 @@ take one, so the same request gets the same answer whichever shell received it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal
 
-from .connection import DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, WebSocket
+from .connection import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_FRAGMENTS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    WebSocket,
+)
 from .errors import ConfigurationError
 from .guards import FailedAuthLimiter, TimeLimitedVerifier
 from .handshake import (
     DEFAULT_MAX_TOKEN_LENGTH,
     DEFAULT_SOURCES,
+    Accept,
     FailureLimiter,
     HandshakePolicy,
 )
@@ -55,6 +64,11 @@ class WebSocketApp:
         trusted_proxies: peers whose ``X-Forwarded-For`` is believed (none by default).
         verify_timeout: seconds a verifier call may take before the handshake gets 503
             (capped at ``handshake_timeout``); None runs it inline with no cut-off.
+        max_fragments: frames per message (1009 beyond).
+        ping_interval, ping_timeout: keepalive; a silent peer is closed with 1011.
+            ``ping_interval=None`` disables it.
+        idle_timeout: close with 1001 after this long without a message; off by default.
+        close_on_expiry: close with 1008 when the credential's ``expires_at`` passes.
 
     Raises:
         ConfigurationError: a missing or unsafe setting.
@@ -78,13 +92,21 @@ class WebSocketApp:
         limiter: FailureLimiter | Literal["default"] | None = "default",
         trusted_proxies: Collection[str] = (),
         verify_timeout: float | None = DEFAULT_VERIFY_TIMEOUT,
+        max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        idle_timeout: float | None = None,
+        close_on_expiry: bool = True,
     ) -> None:
         if not routes or not all(callable(handler) for handler in routes.values()):
             raise ConfigurationError("routes must map at least one path to a handler")
         if handshake_timeout <= 0 or close_timeout <= 0:
             raise ConfigurationError("timeouts must be positive")
-        if max_message_size < 1:
-            raise ConfigurationError("max_message_size must be positive")
+        if max_message_size < 1 or max_fragments < 1:
+            raise ConfigurationError("max_message_size and max_fragments must be positive")
+        if any(value is not None and value <= 0
+               for value in (ping_interval, ping_timeout, idle_timeout)):
+            raise ConfigurationError("ping and idle timeouts must be positive (or None)")
         if verify_timeout is not None:
             if verify_timeout <= 0:
                 raise ConfigurationError("verify_timeout must be positive")
@@ -102,3 +124,18 @@ class WebSocketApp:
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
         self.head_limits = head_limits
+        self.max_fragments = max_fragments
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.idle_timeout = idle_timeout
+        self.close_on_expiry = close_on_expiry
+
+    def connection(self, sock: socket.socket, accept: Accept, *,
+                   trailing_data: bytes = b"") -> WebSocket:
+        """The :class:`WebSocket` for an accepted handshake, with this app's limits."""
+        return WebSocket(
+            sock, accept=accept, trailing_data=trailing_data,
+            max_message_size=self.max_message_size, max_fragments=self.max_fragments,
+            close_timeout=self.close_timeout, ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout, idle_timeout=self.idle_timeout,
+            expires_at=accept.identity.expires_at if self.close_on_expiry else None)

@@ -33,6 +33,7 @@ from wsproto.frame_protocol import CloseReason
 from .errors import ConnectionClosed
 from .handshake import Accept
 from .request import UpgradeRequest
+from .timers import TIMERS
 from .verifiers import Identity
 
 Data = str | bytes
@@ -41,6 +42,11 @@ Data = str | bytes
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 #: How long to wait for the peer's Close after sending ours (RFC 6455 §7.1.1).
 DEFAULT_CLOSE_TIMEOUT = 10.0
+#: Frames one message may span (RFC 6455 §10.4: floods of tiny fragments).
+DEFAULT_MAX_FRAGMENTS = 1024
+#: Keepalive: ping after this much silence, give up (1011) this long after the ping.
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
 _READ_SIZE = 64 * 1024
 # Close reasons sent by the library are fixed, short and secret-free (RFC 6455 §5.5).
 _MAX_REASON_BYTES = 123
@@ -54,16 +60,40 @@ class WebSocket:
         accept: the core's decision: identity, subprotocol, redacted request.
         trailing_data: bytes that arrived with the request head (eager frames).
         max_message_size: bytes per message, across fragments; more closes with 1009.
+        max_fragments: frames per message; more closes with 1009.
         close_timeout: seconds to wait for the peer's Close before dropping TCP.
+        ping_interval: seconds of silence from the peer before a keepalive Ping;
+            None disables keepalive.
+        ping_timeout: seconds to wait for any data after that Ping; then close 1011.
+        idle_timeout: seconds without a message from the peer before closing with
+            1001; None (the default) never.
+        expires_at: Unix time at which the credential expires: the connection is
+            closed with 1008 then (see :attr:`Identity.expires_at`).
     """
 
     def __init__(self, sock: socket.socket, *, accept: Accept, trailing_data: bytes = b"",
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+                 max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+                 ping_interval: float | None = DEFAULT_PING_INTERVAL,
+                 ping_timeout: float = DEFAULT_PING_TIMEOUT,
+                 idle_timeout: float | None = None,
+                 expires_at: float | None = None) -> None:
         self._sock = sock
         self._accept = accept
         self.max_message_size = max_message_size
+        self.max_fragments = max_fragments
         self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.idle_timeout = idle_timeout
+        now = time.monotonic()
+        self._last_data = now  # any bytes from the peer: it is alive
+        self._last_message = now  # a whole message: it is not idle
+        self._ping_sent: float | None = None
+        self._hard_close: float | None = None
+        # Expiry as a monotonic deadline, so clock changes cannot move it.
+        self._expires = None if expires_at is None else now + (expires_at - time.time())
         self._ws = Connection(ConnectionType.SERVER)
         self._send_lock = threading.Lock()  # wsproto state and socket writes
         self._read_lock = threading.Lock()  # one reader at a time
@@ -71,9 +101,13 @@ class WebSocket:
         self._messages: deque[Data] = deque()
         self._parts: list[Any] = []
         self._size = 0
+        self._fragments = 0
         self.close_code: int | None = None
         self.close_reason = ""
         self._pending = trailing_data
+        first_due = self._next_due(now)
+        if first_due is not None:
+            TIMERS.schedule(self, first_due)
 
     @property
     def identity(self) -> Identity:
@@ -135,6 +169,7 @@ class WebSocket:
             return b""  # reset or shut down locally: same as end of stream
 
     def _receive(self, data: bytes) -> None:
+        self._last_data = time.monotonic()
         with self._send_lock:
             self._ws.receive_data(data or None)  # None tells wsproto the stream ended
             for event in self._ws.events():
@@ -155,12 +190,17 @@ class WebSocket:
             self._size += len(chunk.encode("utf-8"))
         else:
             self._size += len(chunk)
-        if self._size > self.max_message_size:
+        self._fragments += event.frame_finished
+        if self._size > self.max_message_size or self._fragments > self.max_fragments:
             self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return
-        self._parts.append(chunk)
+        if chunk:
+            self._parts.append(chunk)
         if event.message_finished:
-            parts, self._parts, self._size = self._parts, [], 0
+            self._last_message = time.monotonic()
+            parts, self._parts, self._size, self._fragments = self._parts, [], 0, 0
+            if not parts:
+                parts = ["" if isinstance(event, TextMessage) else b""]
             if isinstance(event, TextMessage):
                 self._messages.append("".join(parts) if len(parts) > 1 else parts[0])
             else:
@@ -223,6 +263,75 @@ class WebSocket:
             self._sock.sendall(data)
         except OSError:
             self._finish(CloseReason.ABNORMAL_CLOSURE, "")
+
+    # -- timers (run on the shared timer thread) -----------------------------------
+
+    def _next_due(self, now: float) -> float | None:
+        if self._closed.is_set():
+            return None
+        candidates = [self._hard_close, self._expires]
+        if self.idle_timeout is not None:
+            candidates.append(self._last_message + self.idle_timeout)
+        if self.ping_interval is not None:
+            candidates.append(self._last_data + self.ping_interval if self._ping_sent is None
+                              else self._ping_sent + self.ping_timeout)
+        due = [value for value in candidates if value is not None]
+        return max(now, min(due)) if due else None
+
+    def on_timer(self, now: float) -> float | None:
+        """Keepalive, idle and expiry checks; called by the shared timer thread."""
+        if self._closed.is_set():
+            return None
+        if self._hard_close is not None and now >= self._hard_close:
+            self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
+            return None
+        if self._hard_close is None:
+            if self._expires is not None and now >= self._expires:
+                self._start_close(CloseReason.POLICY_VIOLATION, "credential expired", now)
+            elif self.idle_timeout is not None and \
+                    now >= self._last_message + self.idle_timeout:
+                self._start_close(CloseReason.GOING_AWAY, "idle timeout", now)
+            elif self.ping_interval is not None:
+                self._keepalive(now)
+        return self._next_due(now)
+
+    def _keepalive(self, now: float) -> None:
+        if self._ping_sent is not None:
+            # Any byte since the ping (or waiting unread in the kernel) proves life.
+            if self._last_data >= self._ping_sent or wait_readable(self._sock, now):
+                self._ping_sent = None
+            elif now >= self._ping_sent + self.ping_timeout:
+                self._fail_from_timer(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
+                return
+        if self._ping_sent is None and now >= self._last_data + (self.ping_interval or 0):
+            if self._send_lock.acquire(timeout=1.0):
+                try:
+                    if self._ws.state is ConnectionState.OPEN:
+                        self._send_locked(self._ws.send(Ping(payload=b"wsauth")))
+                finally:
+                    self._send_lock.release()
+            self._ping_sent = now
+
+    def _start_close(self, code: int, reason: str, now: float) -> None:
+        """Send our Close without waiting: a reading handler sees the peer's answer."""
+        if self._send_lock.acquire(timeout=1.0):
+            try:
+                if self._ws.state is ConnectionState.OPEN:
+                    self.close_code, self.close_reason = code, reason
+                    self._send_locked(self._ws.send(CloseConnection(code=code, reason=reason)))
+            finally:
+                self._send_lock.release()
+        self._hard_close = now + self.close_timeout
+
+    def _fail_from_timer(self, code: int, reason: str) -> None:
+        # A peer that stopped answering may also have stopped reading: never block here.
+        if self._send_lock.acquire(timeout=1.0):
+            try:
+                self._fail(code, reason)
+            finally:
+                self._send_lock.release()
+        else:
+            self._finish(code, reason)
 
     # -- closing -------------------------------------------------------------------
 

@@ -126,7 +126,8 @@ class JWTVerifier:
         return Identity(
             subject=str(claims.get(self.subject_claim, "")),
             claims=claims,
-            expires_at=float(exp) if isinstance(exp, int | float) else None,
+            # Accepted until exp + leeway, so that is when an open connection closes.
+            expires_at=float(exp) + self.leeway if isinstance(exp, int | float) else None,
         )
 
     def __repr__(self) -> str:

@@ -143,8 +143,7 @@ def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, re
     sock.sendall(response)
     audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
                        subprotocol=accept.subprotocol)
-    ws = WebSocket(sock, accept=accept, trailing_data=trailing_data,
-                   max_message_size=app.max_message_size, close_timeout=app.close_timeout)
+    ws = app.connection(sock, accept, trailing_data=trailing_data)
     _run_handler(app, ws, address, open_connections)
 
 

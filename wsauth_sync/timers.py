@@ -1,0 +1,64 @@
+"""One timer thread for every connection's deadlines: keepalive, idle and token expiry.
+
+Connections stay at one thread each (the handler's): instead of a second thread per
+connection, each :class:`~wsauth_sync.connection.WebSocket` that needs a timer registers
+here, and a single daemon thread wakes at the earliest due time, calls the connection's
+``on_timer(now)`` and re-files it at the time it returns. The cost is one heap entry per
+connection and one wake-up per due event, whatever the number of connections.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Protocol
+
+logger = logging.getLogger("wsauth_sync")
+
+
+class Timed(Protocol):
+    def on_timer(self, now: float) -> float | None:
+        """Do what is due at ``now``; return the next monotonic due time, or None."""
+
+
+class TimerThread:
+    """A heap of ``(due, connection)`` served by one lazily started daemon thread."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, item: Timed, due: float) -> None:
+        """Call ``item.on_timer`` at monotonic time ``due`` (and as it asks after that)."""
+        with self._wakeup:
+            heapq.heappush(self._heap, (due, next(self._order), item))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="wsauth-timers")
+                self._thread.start()
+            if self._heap[0][2] is item:
+                self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wakeup.wait(timeout)
+                _, _, item = heapq.heappop(self._heap)
+            try:
+                due = item.on_timer(time.monotonic())
+            except Exception:  # a bug in one connection must not stop everyone's timers
+                logger.exception("timer callback failed")
+                continue
+            if due is not None:
+                self.schedule(item, due)
+
+
+#: The process-wide timer thread shared by all connections.
+TIMERS = TimerThread()
