@@ -232,3 +232,21 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(timeout=5)
             raise
+
+
+def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,
+                extra: str = "", source_ip: str | None = None,
+                timeout: float = 3.0) -> socket.socket:
+    """A raw socket past a successful 101 (the head read byte by byte, nothing more)."""
+    sock = socket.create_connection(
+        server.address, timeout=timeout,
+        source_address=(source_ip, 0) if source_ip else None)
+    sock.sendall(handshake_bytes(target, extra=extra))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError(f"closed during the handshake: {head!r}")
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock

@@ -58,6 +58,11 @@ def log_rejected(*, client: Address | None, error: HandshakeError,
         "source": error.source, "detail": error.detail})
 
 
+def log_dropped(*, client: Address | None, reason: str) -> None:
+    """Record a connection closed without an HTTP answer (TLS failure, no capacity)."""
+    _emit(logging.INFO, "dropped", {"peer": peer(client), "reason": reason})
+
+
 def log_closed(*, client: Address | None, identity: Identity, code: int,
                duration: float) -> None:
     """Record the end of an accepted connection."""

@@ -10,6 +10,7 @@ import argparse
 import logging
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +22,14 @@ from .echo import echo
 from .errors import ConfigurationError
 from .jwt_verifier import JWTVerifier
 from .server import WebSocketServer
-from .sources import BearerToken, QueryToken, SubprotocolToken, TokenSource
+from .sources import BearerToken, CookieToken, QueryToken, SubprotocolToken, TokenSource
 from .verifiers import StaticTokens, Verifier
 
 _SOURCES: dict[str, type[TokenSource]] = {
     "query": QueryToken,
     "bearer": BearerToken,
     "subprotocol": SubprotocolToken,
+    "cookie": CookieToken,
 }
 
 
@@ -49,7 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_argument("--jwt-audience", metavar="AUD", help="required JWT audience")
     auth.add_argument("--jwt-issuer", metavar="ISS", help="required JWT issuer")
     run.add_argument("--source", action="append", choices=sorted(_SOURCES),
-                     help="where tokens may travel (repeatable; default: all three)")
+                     help="where tokens may travel (repeatable; default: query, bearer, "
+                          "subprotocol; cookie needs --allow-origin)")
+    run.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                     help="browser origin allowed to connect, e.g. https://app.example.com "
+                          "(repeatable; requests from other or no origins get 403)")
+    run.add_argument("--certfile", type=Path, help="serve wss:// with this certificate (PEM)")
+    run.add_argument("--keyfile", type=Path, help="private key for --certfile (PEM)")
+    run.add_argument("--no-rate-limit", action="store_true",
+                     help="do not answer 429 to clients that keep failing authentication")
     run.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
                      metavar="BYTES")
     run.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
@@ -78,6 +88,16 @@ def _verifier(args: argparse.Namespace) -> tuple[Verifier, str | None]:
     return StaticTokens({demo: "demo"}), demo
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.certfile is None:
+        if args.keyfile is not None:
+            raise ConfigurationError("--keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -92,14 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                   "subprotocol"])]
         app = WebSocketApp({args.path: echo}, verifier=verifier, sources=sources,
                            max_message_size=args.max_message_size,
-                           handshake_timeout=args.handshake_timeout)
+                           handshake_timeout=args.handshake_timeout,
+                           allowed_origins=args.allow_origin,
+                           limiter=None if args.no_rate_limit else "default")
         server = WebSocketServer(app, host=args.host, port=args.port,
-                                 max_connections=args.max_connections)
+                                 max_connections=args.max_connections,
+                                 ssl_context=_tls_context(args))
     except (ConfigurationError, OSError) as exc:
         print(f"wsauth-sync: {exc}", file=sys.stderr)
         return 2
     host, port = server.address
-    url = f"ws://{host}:{port}{args.path}"
+    url = f"{'wss' if server.ssl_context else 'ws'}://{host}:{port}{args.path}"
     print(f"Listening on {url}", flush=True)
     if demo_token is not None:
         print("No authentication flag given: accepting one random demo token.")

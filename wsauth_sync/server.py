@@ -15,15 +15,23 @@ import io
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, MutableSet
 from types import TracebackType
 
 from . import audit
 from .app import WebSocketApp
 from .connection import WebSocket, wait_readable
-from .errors import BadRequest, HandshakeError, RequestTimeout, ServiceUnavailable
+from .errors import (
+    BadRequest,
+    ConfigurationError,
+    HandshakeError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 from .handshake import Accept, Rejected, ServerHandshake
 from .http11 import request_head
 from .request import Address, UpgradeRequest
@@ -38,7 +46,9 @@ _DRAIN_BYTES = 256 * 1024
 
 
 def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketApp, *,
-                  open_connections: MutableSet[WebSocket] | None = None) -> None:
+                  ssl_context: ssl.SSLContext | None = None,
+                  open_connections: MutableSet[WebSocket] | None = None,
+                  on_decided: Callable[[], None] | None = None) -> None:
     """Serve one accepted connection: handshake, authentication, then the handler.
 
     Blocks until the connection ends and always closes ``sock``. Never raises for
@@ -48,19 +58,47 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
         sock: a connected, blocking socket, nothing read from it yet.
         address: the peer address, for logs.
         app: routes, policy and limits.
+        ssl_context: serve TLS (wss://); the TLS handshake counts against the
+            handshake deadline.
         open_connections: if given, the WebSocket is in it while the handler runs
             (the server uses this to close everything on shutdown).
+        on_decided: called once the handshake is decided (or has failed), so the
+            caller can count pending handshakes.
     """
+    deadline = time.monotonic() + app.handshake_timeout
     try:
-        deadline = time.monotonic() + app.handshake_timeout
+        if ssl_context is not None:
+            sock = _tls_handshake(sock, ssl_context, deadline, address)
         handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
         decision = _read_decision(sock, handshake, deadline)
+        if on_decided is not None:
+            on_decided()
+            on_decided = None
         _conclude(sock, handshake, decision, app, deadline=deadline, address=address,
                   open_connections=open_connections)
     except OSError:
-        pass  # the peer vanished mid-write; nothing left to tell it
+        pass  # the peer vanished mid-write, or the TLS handshake failed (logged)
     finally:
+        if on_decided is not None:
+            on_decided()
         sock.close()
+
+
+def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float,
+                   address: Address | None) -> ssl.SSLSocket:
+    """Wrap ``sock`` in TLS within the handshake deadline; log and re-raise a failure."""
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    try:
+        tls = context.wrap_socket(sock, server_side=True)
+    except TimeoutError:
+        audit.log_dropped(client=address, reason="tls_timeout")
+        raise
+    except OSError:  # ssl.SSLError included: a plaintext client, a bad ClientHello...
+        audit.log_dropped(client=address, reason="tls_handshake_failed")
+        sock.close()
+        raise
+    tls.settimeout(None)
+    return tls
 
 
 def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketApp, *,
@@ -211,7 +249,7 @@ def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
 
 
 class WebSocketServer:
-    """A threaded WebSocket server: one thread per connection, under a cap.
+    """A threaded WebSocket server: one thread per connection, under caps.
 
     The listening socket is bound in the constructor, so ``port=0`` resolves at once
     (see :attr:`address`). Use :meth:`serve_forever` in the current thread, or
@@ -221,24 +259,35 @@ class WebSocketServer:
         app: routes, policy and limits.
         host: address to listen on (loopback by default).
         port: TCP port; 0 picks a free one.
-        max_connections: connections served at once; beyond it handshakes get 503.
+        max_connections: connections served at once, pending handshakes included;
+            beyond it handshakes get 503.
+        max_pending: handshakes in progress at once (slow or idle clients); 503 beyond.
+        max_pending_per_ip: handshakes in progress from one client address; 503
+            beyond. Behind a reverse proxy every client shares its address: raise it.
         backlog: listen queue length; large enough that bursts are not refused.
+        ssl_context: serve ``wss://``; see :func:`handle_socket`.
     """
 
     #: Extra threads allowed to answer 503 at capacity; past that, sockets are dropped.
     overflow_threads = 16
 
     def __init__(self, app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
-                 max_connections: int = 256, backlog: int = 128) -> None:
-        if max_connections < 1:
-            raise ValueError("max_connections must be positive")
+                 max_connections: int = 256, max_pending: int = 128,
+                 max_pending_per_ip: int = 16, backlog: int = 128,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        if min(max_connections, max_pending, max_pending_per_ip) < 1:
+            raise ConfigurationError("connection and pending limits must be positive")
         self.app = app
         self.max_connections = max_connections
+        self.max_pending = max_pending
+        self.max_pending_per_ip = max_pending_per_ip
+        self.ssl_context = ssl_context
         self._listener = socket.create_server((host, port), backlog=backlog)
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._overflow: set[threading.Thread] = set()
+        self._pending: Counter[str] = Counter()
         self._open: set[WebSocket] = set()
         self._stopping = threading.Event()
         self._accept_thread: threading.Thread | None = None
@@ -265,21 +314,42 @@ class WebSocketServer:
         except OSError:
             return  # the client gave up before we got to it
         address = address[:2]
+        ip = address[0]
         with self._lock:
-            full = len(self._threads) >= self.max_connections
-            pool = self._overflow if full else self._threads
-            if full and len(pool) >= self.overflow_threads:
-                sock.close()
+            refusal = self._refusal(ip)
+            pool = self._overflow if refusal else self._threads
+            if refusal and (len(pool) >= self.overflow_threads or self.ssl_context):
+                sock.close()  # no thread to spare (or no plaintext answer on TLS)
+                audit.log_dropped(client=address, reason=refusal)
                 return
-            if full:
+            if refusal:
                 work = functools.partial(reject_socket, sock, address, self.app,
-                                         ServiceUnavailable("server_full", retry_after=1))
+                                         ServiceUnavailable(refusal, retry_after=1))
             else:
-                work = functools.partial(handle_socket, sock, address, self.app,
-                                         open_connections=self._open)
+                self._pending[ip] += 1
+                work = functools.partial(
+                    handle_socket, sock, address, self.app, ssl_context=self.ssl_context,
+                    open_connections=self._open,
+                    on_decided=functools.partial(self._decided, ip))
             thread = threading.Thread(target=self._run, args=(pool, work), daemon=True)
             pool.add(thread)
         thread.start()
+
+    def _refusal(self, ip: str) -> str | None:
+        """Why a new connection from ``ip`` cannot be served now, or None."""
+        if len(self._threads) >= self.max_connections:
+            return "server_full"
+        if self._pending.total() >= self.max_pending:
+            return "too_many_pending"
+        if self._pending[ip] >= self.max_pending_per_ip:
+            return "too_many_pending_from_ip"
+        return None
+
+    def _decided(self, ip: str) -> None:
+        with self._lock:
+            self._pending[ip] -= 1
+            if self._pending[ip] <= 0:
+                del self._pending[ip]
 
     def _run(self, pool: set[threading.Thread], work: Callable[[], None]) -> None:
         try:
@@ -327,9 +397,10 @@ class WebSocketServer:
 
 
 def serve(app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
-          max_connections: int = 256) -> None:
+          max_connections: int = 256, ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve ``app`` in the current thread until interrupted (Ctrl-C)."""
-    server = WebSocketServer(app, host=host, port=port, max_connections=max_connections)
+    server = WebSocketServer(app, host=host, port=port, max_connections=max_connections,
+                             ssl_context=ssl_context)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
