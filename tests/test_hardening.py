@@ -6,6 +6,7 @@ shown to spare the well-behaved client on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -177,10 +178,8 @@ def test_endless_header_is_cut_off_at_the_limit(server: WebSocketServer) -> None
 def test_two_thousand_headers_get_431_and_the_server_lives_on(server: WebSocketServer) -> None:
     extra = "".join(f"X-{i}: v\r\n" for i in range(2000))
     with connect_raw(server) as sock:
-        try:
+        with contextlib.suppress(OSError):
             sock.sendall(handshake_bytes(f"/ws?token={SECRET}", extra=extra))
-        except OSError:
-            pass
         assert parse_response(read_until_closed(sock))[0] == 431
     welcome_then_echo(server)
 
@@ -218,10 +217,8 @@ def test_slowloris_is_cut_off_while_a_normal_client_is_served() -> None:
             request = handshake_bytes(f"/ws?token={SECRET}")
             for position in range(len(request)):
                 for sock in attackers:
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.send(request[position:position + 1])
-                    except OSError:
-                        pass
                 if stop.wait(0.1):
                     return
 
@@ -300,10 +297,8 @@ def test_many_tiny_fragments_close_with_1009() -> None:
         with sock:
             assert read_frames(sock, 1) == [(0x1, WELCOME.encode())]
             flood = frame(0x1, b"", fin=False) + frame(0x0, b"", fin=False) * 200
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(flood)
-            except OSError:
-                pass
             opcode, payload = read_frames(sock, 1)[0]
         assert (opcode, close_code(payload)) == (0x8, 1009)
 
