@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import ipaddress
 import logging
 import selectors
 import socket
@@ -35,6 +36,7 @@ from .errors import (
 from .handshake import Accept, Rejected, ServerHandshake
 from .http11 import request_head
 from .request import Address, UpgradeRequest
+from .sources import CookieToken, QueryToken
 
 logger = logging.getLogger("wsauth_sync")
 
@@ -283,6 +285,7 @@ class WebSocketServer:
         self.max_pending_per_ip = max_pending_per_ip
         self.ssl_context = ssl_context
         self._listener = socket.create_server((host, port), backlog=backlog)
+        _warn_if_exposed(app, host, tls=ssl_context is not None)
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -394,6 +397,27 @@ class WebSocketServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.shutdown()
+
+
+def _warn_if_exposed(app: WebSocketApp, host: str, *, tls: bool) -> None:
+    """Warn when URL or cookie tokens would cross a network in clear text."""
+    message = exposure_warning(app, host, tls=tls)
+    if message is not None:
+        logger.warning("%s", message)
+
+
+def exposure_warning(app: WebSocketApp, host: str, *, tls: bool) -> str | None:
+    """The warning for serving query or cookie tokens without TLS off loopback, if due."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    exposed = sorted({source.name for source in app.policy.sources
+                      if isinstance(source, QueryToken | CookieToken)})
+    if tls or loopback or not exposed:
+        return None
+    return (f"listening on {host} without TLS with {'/'.join(exposed)} tokens: they travel "
+            "in clear text; use ssl_context (wss://) or a TLS-terminating proxy")
 
 
 def serve(app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,

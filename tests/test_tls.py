@@ -1,0 +1,122 @@
+"""wss:// on the threaded server, with certificates made at test time (trustme)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import trustme
+from helpers import SECRET, ServerProcess, handshake_bytes, make_app, read_until_closed, running
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from wsauth_sync import BearerToken, WebSocketServer
+from wsauth_sync.echo import WELCOME
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA) -> Iterator[WebSocketServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with running(make_app(handshake_timeout=1.0), ssl_context=context) as server:
+        yield server
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return context
+
+
+def wss_url(server: WebSocketServer) -> str:
+    host, port = server.address
+    return f"wss://{host}:{port}/ws"
+
+
+def test_wss_echo_with_a_verifying_client(tls_server: WebSocketServer, ca: trustme.CA) -> None:
+    with connect(f"{wss_url(tls_server)}?token={SECRET}", ssl=client_context(ca),
+                 open_timeout=3) as ws:
+        assert ws.recv(timeout=3) == WELCOME
+        ws.send("over TLS")
+        assert ws.recv(timeout=3) == "You said: over TLS"
+        big = b"z" * 300_000  # several TLS records in both directions
+        ws.send(big)
+        assert ws.recv(timeout=3) == big
+
+
+def test_wss_refusal_is_a_401(tls_server: WebSocketServer, ca: trustme.CA) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        connect(wss_url(tls_server), ssl=client_context(ca), open_timeout=3)
+    assert info.value.response.status_code == 401
+
+
+def test_client_that_does_not_trust_the_certificate_fails(tls_server: WebSocketServer) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(f"{wss_url(tls_server)}?token={SECRET}",
+                ssl=ssl.create_default_context(), open_timeout=3)
+
+
+def test_plaintext_client_on_the_tls_port_is_dropped(
+        tls_server: WebSocketServer, ca: trustme.CA, logs: pytest.LogCaptureFixture) -> None:
+    with socket.create_connection(tls_server.address, timeout=3) as sock:
+        sock.sendall(handshake_bytes(f"/ws?token={SECRET}"))
+        started = time.monotonic()
+        assert b"HTTP/1.1 101" not in read_until_closed(sock, timeout=3)
+        assert time.monotonic() - started < 1.5
+    assert any("dropped" in r.getMessage() and "reason=tls_handshake_failed" in r.getMessage()
+               for r in logs.records)
+    with connect(f"{wss_url(tls_server)}?token={SECRET}", ssl=client_context(ca),
+                 open_timeout=3) as ws:
+        assert ws.recv(timeout=3) == WELCOME
+
+
+def test_silent_client_is_cut_off_during_the_tls_handshake(
+        tls_server: WebSocketServer, logs: pytest.LogCaptureFixture) -> None:
+    with socket.create_connection(tls_server.address, timeout=3) as sock:
+        started = time.monotonic()
+        assert read_until_closed(sock, timeout=3) == b""
+        assert time.monotonic() - started < 2.0  # deadline 1 s
+    assert any("reason=tls_timeout" in r.getMessage() for r in logs.records)
+
+
+def test_cli_serves_wss(ca: trustme.CA, tmp_path: object) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(folder / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
+    server = ServerProcess([sys.executable, "-m", "wsauth_sync", "echo", "--port", "0",
+                            "--token", SECRET, "--certfile", str(folder / "cert.pem"),
+                            "--keyfile", str(folder / "key.pem")])
+    try:
+        url = server.expect(r"Listening on (wss://\S+)").group(1)
+        with connect(f"{url}?token={SECRET}", ssl=client_context(ca), open_timeout=5) as ws:
+            assert ws.recv(timeout=5) == WELCOME
+    finally:
+        assert server.stop() == 0
+
+
+def test_clear_text_url_tokens_off_loopback_are_warned_about(
+        logs: pytest.LogCaptureFixture) -> None:
+    from wsauth_sync.server import exposure_warning
+
+    app = make_app()
+    message = exposure_warning(app, "0.0.0.0", tls=False)
+    assert message is not None and "without TLS with query tokens" in message
+    assert exposure_warning(app, "0.0.0.0", tls=True) is None
+    assert exposure_warning(app, "::1", tls=False) is None
+    header_only = make_app(sources=[BearerToken()])
+    assert exposure_warning(header_only, "192.0.2.1", tls=False) is None
+    with running(app):  # a loopback server logs no such warning
+        pass
+    assert not [r for r in logs.records if r.levelname == "WARNING"]
