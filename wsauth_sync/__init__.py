@@ -26,7 +26,7 @@ from .handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check
 from .http11 import HeadLimits
 from .jwt_verifier import JWTVerifier
 from .request import UpgradeRequest
-from .server import WebSocketServer, handle_request, handle_socket, serve, take_buffered
+from .server import WebSocketServer, serve
 from .sources import (
     BearerToken,
     CookieToken,
@@ -35,6 +35,7 @@ from .sources import (
     TokenSource,
     encode_subprotocol_token,
 )
+from .upgrade import handle_request, handle_socket, take_buffered
 from .verifiers import CallableVerifier, Identity, StaticTokens, Verifier
 
 __all__ = [

@@ -34,8 +34,8 @@ from .errors import HandshakeError, NoSocketTakeover, ServiceUnavailable, WSAuth
 from .handshake import Accept, Rejected, ServerHandshake
 from .http11 import rejection_parts
 from .request import UpgradeRequest, environ_path
-from .server import decide_parsed, serve_accepted, take_buffered
 from .sources import QueryToken
+from .upgrade import decide_parsed, serve_accepted, take_buffered
 
 logger = logging.getLogger("wsauth_sync")
 
