@@ -105,3 +105,22 @@ def test_bad_configuration_exits_2_with_a_message() -> None:
                             timeout=30)
     assert result.returncode == 2
     assert "at least 32 bytes" in result.stderr
+
+
+def test_cookie_source_with_origin_allowlist() -> None:
+    import websocket as wsclient
+
+    with echo_command("--token", SECRET, "--source", "cookie",
+                      "--allow-origin", "https://app.example") as server:
+        listening = expect(server, "Listening on ")
+        ws = wsclient.create_connection(listening, cookie=f"token={SECRET}",
+                                        origin="https://app.example", timeout=5)
+        try:
+            assert ws.recv() == WELCOME
+        finally:
+            ws.close()
+        with pytest.raises(wsclient.WebSocketBadStatusException) as info:
+            wsclient.create_connection(listening, cookie=f"token={SECRET}",
+                                       origin="https://evil.example", timeout=5)
+        assert info.value.status_code == 403
+    assert any("reason=origin_not_allowed" in line for line in server.lines)
