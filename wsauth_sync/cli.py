@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_argument("--jwt-secret", metavar="SECRET", help="verify HS* JWTs with this secret")
     auth.add_argument("--jwt-public-key", metavar="PEMFILE", type=Path,
                       help="verify RS*/PS*/ES*/EdDSA JWTs with this public key")
+    auth.add_argument("--jwks-url", metavar="URL",
+                      help="verify JWTs with the keys of this JWK Set (https://)")
     auth.add_argument("--jwt-algorithm", metavar="ALG",
                       help="JWT algorithm (default HS256 with a secret; required with a key)")
     auth.add_argument("--jwt-audience", metavar="AUD", help="required JWT audience")
@@ -70,9 +72,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verifier(args: argparse.Namespace) -> tuple[Verifier, str | None]:
     """The verifier the flags ask for, and the demo token if none was asked for."""
-    kinds = [bool(args.token), args.jwt_secret is not None, args.jwt_public_key is not None]
+    kinds = [bool(args.token), args.jwt_secret is not None, args.jwt_public_key is not None,
+             args.jwks_url is not None]
     if sum(kinds) > 1:
-        raise ConfigurationError("choose one of --token, --jwt-secret, --jwt-public-key")
+        raise ConfigurationError(
+            "choose one of --token, --jwt-secret, --jwt-public-key, --jwks-url")
     jwt_options = {"audience": args.jwt_audience, "issuer": args.jwt_issuer}
     if args.jwt_secret is not None:
         algorithm = args.jwt_algorithm or "HS256"
@@ -82,6 +86,9 @@ def _verifier(args: argparse.Namespace) -> tuple[Verifier, str | None]:
             raise ConfigurationError("--jwt-public-key needs --jwt-algorithm (RS256, ES256...)")
         key = args.jwt_public_key.read_bytes()
         return JWTVerifier(key=key, algorithms=[args.jwt_algorithm], **jwt_options), None
+    if args.jwks_url is not None:
+        return JWTVerifier(jwks_url=args.jwks_url, algorithms=[args.jwt_algorithm or "RS256"],
+                           **jwt_options), None
     if args.token:
         return StaticTokens(args.token), None
     demo = secrets.token_urlsafe(24)
