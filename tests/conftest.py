@@ -22,3 +22,11 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture every wsauth_sync log record, at every level."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 for the whole session (see pg.py)."""
+    from pg import run_postgres
+
+    yield from run_postgres()

@@ -20,7 +20,7 @@ from .connection import (
     WebSocket,
 )
 from .errors import ConfigurationError
-from .guards import FailedAuthLimiter, TimeLimitedVerifier
+from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
 from .handshake import (
     DEFAULT_MAX_TOKEN_LENGTH,
     DEFAULT_SOURCES,
@@ -39,6 +39,8 @@ Handler = Callable[[WebSocket], None]
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a verifier call may take (a database or key server), well inside the above.
 DEFAULT_VERIFY_TIMEOUT = 5.0
+#: Seconds between checks for revoked credentials with open connections.
+DEFAULT_REVOCATION_INTERVAL = 5.0
 
 
 class WebSocketApp:
@@ -69,6 +71,10 @@ class WebSocketApp:
             ``ping_interval=None`` disables it.
         idle_timeout: close with 1001 after this long without a message; off by default.
         close_on_expiry: close with 1008 when the credential's ``expires_at`` passes.
+        required_scopes: ``{path: scopes}`` a credential must hold there (403 otherwise).
+        revocation_interval: seconds between checks for revoked credentials, when the
+            verifier can report them (``revoked_since``, e.g. a key store); their open
+            connections are closed with 1008.
 
     Raises:
         ConfigurationError: a missing or unsafe setting.
@@ -97,6 +103,8 @@ class WebSocketApp:
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
         idle_timeout: float | None = None,
         close_on_expiry: bool = True,
+        required_scopes: Mapping[str, Collection[str]] | None = None,
+        revocation_interval: float = DEFAULT_REVOCATION_INTERVAL,
     ) -> None:
         if not routes or not all(callable(handler) for handler in routes.values()):
             raise ConfigurationError("routes must map at least one path to a handler")
@@ -107,6 +115,10 @@ class WebSocketApp:
         if any(value is not None and value <= 0
                for value in (ping_interval, ping_timeout, idle_timeout)):
             raise ConfigurationError("ping and idle timeouts must be positive (or None)")
+        self.verifier = verifier
+        self.revocations = (
+            RevocationWatch(verifier, interval=revocation_interval)  # type: ignore[arg-type]
+            if callable(getattr(verifier, "revoked_since", None)) else None)
         if verify_timeout is not None:
             if verify_timeout <= 0:
                 raise ConfigurationError("verify_timeout must be positive")
@@ -119,7 +131,7 @@ class WebSocketApp:
             verifier=verifier, paths=self.routes, sources=sources, subprotocols=subprotocols,
             realm=realm, max_token_length=max_token_length, allowed_origins=allowed_origins,
             allow_missing_origin=allow_missing_origin, limiter=limiter,
-            trusted_proxies=trusted_proxies)
+            trusted_proxies=trusted_proxies, required_scopes=required_scopes)
         self.handshake_timeout = handshake_timeout
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout

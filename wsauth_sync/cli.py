@@ -1,7 +1,7 @@
-"""Command line: ``wsauth-sync echo`` runs the example echo server.
+"""Command line: ``wsauth-sync echo`` runs the example echo server; ``keys`` manages API keys.
 
-With no authentication flag it does not run open: it makes a random demo token and
-prints a URL that carries it.
+With no authentication flag the echo server does not run open: it makes a random demo
+token and prints a URL that carries it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import secrets
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +23,7 @@ from .connection import DEFAULT_MAX_MESSAGE_SIZE
 from .echo import echo
 from .errors import ConfigurationError
 from .jwt_verifier import JWTVerifier
+from .keystore import DATABASE_ERRORS, open_keystore
 from .server import WebSocketServer
 from .sources import BearerToken, CookieToken, QueryToken, SubprotocolToken, TokenSource
 from .verifiers import StaticTokens, Verifier
@@ -31,6 +34,10 @@ _SOURCES: dict[str, type[TokenSource]] = {
     "subprotocol": SubprotocolToken,
     "cookie": CookieToken,
 }
+
+
+#: What a command reports in one line (exit status 2) instead of a traceback.
+_FAILURES: tuple[type[Exception], ...] = (ConfigurationError, OSError, *DATABASE_ERRORS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,16 +74,34 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
                      metavar="SECONDS")
     run.add_argument("--max-connections", type=int, default=256)
+    auth.add_argument("--keys-db", metavar="PATH|DSN",
+                      help="verify API keys from this key store (SQLite file or postgresql://)")
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key (printed once)")
+    create.add_argument("name", help="the owner (subject) of the key")
+    create.add_argument("--scope", action="append", default=[], help="grant a scope (repeatable)")
+    create.add_argument("--expires", metavar="WHEN",
+                        help="lifetime like 30m, 12h, 7d, or an ISO date/time")
+    actions.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    for action in (create, *actions.choices.values()):
+        if not any(a.dest == "db" for a in action._actions):
+            action.add_argument("--db", required=True, metavar="PATH|DSN",
+                                help="SQLite file or postgresql:// DSN")
     return parser
 
 
 def _verifier(args: argparse.Namespace) -> tuple[Verifier, str | None]:
     """The verifier the flags ask for, and the demo token if none was asked for."""
     kinds = [bool(args.token), args.jwt_secret is not None, args.jwt_public_key is not None,
-             args.jwks_url is not None]
+             args.jwks_url is not None, args.keys_db is not None]
     if sum(kinds) > 1:
         raise ConfigurationError(
-            "choose one of --token, --jwt-secret, --jwt-public-key, --jwks-url")
+            "choose one of --token, --jwt-secret, --jwt-public-key, --jwks-url, --keys-db")
+    if args.keys_db is not None:
+        return open_keystore(args.keys_db), None
     jwt_options = {"audience": args.jwt_audience, "issuer": args.jwt_issuer}
     if args.jwt_secret is not None:
         algorithm = args.jwt_algorithm or "HS256"
@@ -113,6 +138,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "keys":
+        return _keys(args)
+    return _echo(args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    try:
+        store = open_keystore(args.db)
+        if args.action == "create":
+            key, record = store.create(args.name, scopes=args.scope,
+                                       expires_at=_when(args.expires))
+            print(f"Created key {record.key_id} for {record.subject}. Store it now; "
+                  "it is not shown again:", file=sys.stderr)
+            print(key)
+        elif args.action == "list":
+            print("ID            OWNER  SCOPES  CREATED  EXPIRES  LAST USED  STATUS")
+            for r in store.records():
+                status = "revoked" if r.revoked_at else "active"
+                print(f"{r.key_id}  {r.subject}  {','.join(r.scopes) or '-'}  "
+                      f"{_stamp(r.created_at)}  {_stamp(r.expires_at)}  "
+                      f"{_stamp(r.last_used_at)}  {status}")
+        elif not store.revoke(args.key_id):
+            print(f"wsauth-sync: no active key {args.key_id}", file=sys.stderr)
+            return 1
+        else:
+            print(f"Revoked {args.key_id}; its open connections close within seconds.")
+    except _FAILURES as exc:
+        print(f"wsauth-sync: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _when(text: str | None) -> float | None:
+    """``30m``/``12h``/``7d`` from now, or an ISO date/time, as POSIX time."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return time.time() + int(text[:-1]) * units[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(f"--expires: not a duration or ISO time: {text!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _stamp(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    return datetime.fromtimestamp(moment, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _echo(args: argparse.Namespace) -> int:
     try:
         verifier, demo_token = _verifier(args)
         sources = [_SOURCES[name]() for name in (args.source or ["query", "bearer",
@@ -125,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = WebSocketServer(app, host=args.host, port=args.port,
                                  max_connections=args.max_connections,
                                  ssl_context=_tls_context(args))
-    except (ConfigurationError, OSError) as exc:
+    except _FAILURES as exc:
         print(f"wsauth-sync: {exc}", file=sys.stderr)
         return 2
     host, port = server.address

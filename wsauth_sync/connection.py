@@ -312,6 +312,16 @@ class WebSocket:
                     self._send_lock.release()
             self._ping_sent = now
 
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake from any thread without waiting for it.
+
+        A handler reading the connection sees the peer's answer as
+        :class:`ConnectionClosed`; TCP is dropped after ``close_timeout`` regardless.
+        """
+        now = time.monotonic()
+        self._start_close(code, reason, now)
+        TIMERS.schedule(self, now + self.close_timeout)
+
     def _start_close(self, code: int, reason: str, now: float) -> None:
         """Send our Close without waiting: a reading handler sees the peer's answer."""
         if self._send_lock.acquire(timeout=1.0):

@@ -150,6 +150,21 @@ class Forbidden(HandshakeError):
     status = 403
 
 
+class InsufficientScope(Forbidden):
+    """403 ``insufficient_scope``: the credential lacks a scope the path requires."""
+
+    def __init__(self, reason: str, *, scopes: tuple[str, ...] = (), source: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(reason, source=source, detail=detail)
+        self.scopes = scopes
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        # RFC 6750 §3.1: name the scopes needed, never the credential.
+        scope = " ".join(self.scopes)
+        return (("WWW-Authenticate",
+                 f'Bearer realm="{realm}", error="insufficient_scope", scope="{scope}"'),)
+
+
 class TooManyRequests(HandshakeError):
     """429: too many failed handshakes from this client; retry later."""
 

@@ -1,5 +1,7 @@
 """Guards around the core that need a clock, a lock or a thread.
 
+* :class:`RevocationWatch`: finds the open connections of revoked credentials and
+  closes them with 1008, checking the verifier once per interval for all of them.
 * :class:`FailedAuthLimiter`: a token bucket per client IP for failed authentications;
   over budget the core answers 429 before doing any verifier work.
 * :class:`TimeLimitedVerifier`: runs a verifier on a small pool of daemon threads and
@@ -15,9 +17,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError, ServiceUnavailable, TooManyRequests
-from .verifiers import Identity, Verifier
+from .timers import TIMERS
+from .verifiers import Identity, RevocationSource, Verifier
+
+if TYPE_CHECKING:
+    from .connection import WebSocket
 
 
 class FailedAuthLimiter:
@@ -131,3 +138,58 @@ class _Result:
         self.value: Identity | None = None
         self.error: BaseException | None = None
         self.abandoned = False
+
+
+class RevocationWatch:
+    """Open connections by credential id; every ``interval`` seconds, close revoked ones.
+
+    One query per interval for the whole process (``source.revoked_since``), whatever
+    the number of connections, and only while connections with a credential id are open.
+    """
+
+    def __init__(self, source: RevocationSource, *, interval: float = 5.0) -> None:
+        if interval <= 0:
+            raise ConfigurationError("the revocation check interval must be positive")
+        self.source = source
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._open: dict[str, set[WebSocket]] = {}
+        self._checked = time.time()
+        self._scheduled = False
+
+    def add(self, ws: WebSocket) -> None:
+        credential = ws.identity.credential_id
+        if credential is None:
+            return
+        with self._lock:
+            self._open.setdefault(credential, set()).add(ws)
+            if self._scheduled:
+                return
+            self._scheduled = True
+            # Revocations between the handshake and now count too.
+            self._checked = min(self._checked, time.time() - self.interval)
+        TIMERS.schedule(self, time.monotonic() + self.interval)
+
+    def discard(self, ws: WebSocket) -> None:
+        credential = ws.identity.credential_id
+        with self._lock:
+            connections = self._open.get(credential or "")
+            if connections is not None:
+                connections.discard(ws)
+                if not connections:
+                    del self._open[credential or ""]
+
+    def on_timer(self, now: float) -> float | None:
+        """Ask the verifier what was revoked since the last check; close those."""
+        with self._lock:
+            if not self._open:
+                self._scheduled = False
+                return None
+            since, self._checked = self._checked, time.time()
+        # One second of overlap: a revocation stamped during the last query is not missed.
+        for credential in set(self.source.revoked_since(since - 1.0)):
+            with self._lock:
+                doomed = list(self._open.get(credential, ()))
+            for ws in doomed:
+                ws.close_soon(1008, "credential revoked")
+        return now + self.interval

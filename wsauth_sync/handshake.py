@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from .errors import (
     Forbidden,
     HandshakeError,
     HTTPVersionNotSupported,
+    InsufficientScope,
     InvalidToken,
     MethodNotAllowed,
     NotFound,
@@ -217,6 +218,7 @@ class HandshakePolicy:
             (non-browser clients); off by default.
         limiter: failed-authentication budget per client IP (429 beyond it).
         trusted_proxies: peer addresses whose ``X-Forwarded-For`` names the client.
+        required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
 
     Raises:
         ConfigurationError: no paths, no sources, a bad limit, a malformed origin, or
@@ -236,6 +238,7 @@ class HandshakePolicy:
         allow_missing_origin: bool = False,
         limiter: FailureLimiter | None = None,
         trusted_proxies: Collection[str] = (),
+        required_scopes: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         if not paths or any(not path.startswith("/") for path in paths):
             raise ConfigurationError("paths must be non-empty and start with '/'")
@@ -252,6 +255,11 @@ class HandshakePolicy:
         self.allow_missing_origin = allow_missing_origin
         self.limiter = limiter
         self.trusted_proxies = frozenset(trusted_proxies)
+        self.required_scopes = {path: frozenset(scopes)
+                                for path, scopes in (required_scopes or {}).items()}
+        if any('"' in scope or "\\" in scope or " " in scope
+               for scopes in self.required_scopes.values() for scope in scopes):
+            raise ConfigurationError("scopes are single words without quotes")
         self.verifier = verifier
         self.paths = frozenset(paths)
         self.sources = tuple(sources)
@@ -294,6 +302,10 @@ class HandshakePolicy:
         if len(found.value) > self.max_token_length:
             raise InvalidToken("token_too_long", source=name)
         identity = self._verify(found.value, name)
+        needed = self.required_scopes.get(request.path, frozenset())
+        if not needed <= identity.scopes:
+            raise InsufficientScope("insufficient_scope", scopes=tuple(sorted(needed)),
+                                    source=name, detail=identity.subject)
         return Accept(request=safe, identity=replace(identity, source=name),
                       subprotocol=subprotocol, key=key)
 

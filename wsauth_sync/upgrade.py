@@ -20,7 +20,13 @@ from collections.abc import Callable, MutableSet
 from . import audit
 from .app import WebSocketApp
 from .connection import WebSocket, wait_readable
-from .errors import BadRequest, HandshakeError, RequestTimeout, ServiceUnavailable
+from .errors import (
+    BadRequest,
+    ConnectionClosed,
+    HandshakeError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 from .handshake import Accept, Rejected, ServerHandshake
 from .http11 import request_head
 from .request import Address, UpgradeRequest
@@ -222,8 +228,12 @@ def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
     started = time.monotonic()
     if open_connections is not None:
         open_connections.add(ws)
+    if app.revocations is not None:
+        app.revocations.add(ws)
     try:
         handler(ws)
+    except ConnectionClosed:
+        pass  # the peer went away while the handler was sending: not a handler bug
     except Exception:  # a handler bug must not take the server down
         logger.exception("handler failed peer=%s subject=%s", audit.peer(address),
                          ws.identity.subject)
@@ -233,5 +243,7 @@ def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
     finally:
         if open_connections is not None:
             open_connections.discard(ws)
+        if app.revocations is not None:
+            app.revocations.discard(ws)
         audit.log_closed(client=address, identity=ws.identity, code=ws.close_code or 1006,
                          duration=time.monotonic() - started)

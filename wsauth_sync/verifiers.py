@@ -25,12 +25,34 @@ class Identity:
         claims: verified claims or attributes; never unverified request data.
         source: the token source that carried the credential (``"query"``...).
         expires_at: POSIX time at which the credential stops being valid, if known.
+        credential_id: a public name of the credential (an API key's id), used to
+            find its open connections when it is revoked. Never the secret.
     """
 
     subject: str
     claims: Mapping[str, Any] = field(default_factory=dict, hash=False)
     source: str = ""
     expires_at: float | None = None
+    credential_id: str | None = None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """Granted scopes: ``scopes``/``scp`` lists or a space-separated ``scope`` claim."""
+        for name in ("scopes", "scp", "scope"):
+            value = self.claims.get(name)
+            if isinstance(value, str):
+                return frozenset(value.split())
+            if isinstance(value, list | tuple):
+                return frozenset(str(item) for item in value)
+        return frozenset()
+
+
+class RevocationSource(Protocol):
+    """A verifier that can tell which credentials were revoked (see :mod:`.keystore`)."""
+
+    def revoked_since(self, since: float) -> Iterable[str]:
+        """``credential_id`` values revoked at or after POSIX time ``since``."""
+        ...
 
 
 class Verifier(Protocol):

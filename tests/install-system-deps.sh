@@ -1,0 +1,16 @@
+#!/bin/sh
+# System packages the test suite drives for real; installed only when missing, so a
+# second run changes nothing. Needs root (or sudo) and Debian's package registry.
+set -eu
+
+missing=""
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
+
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    # shellcheck disable=SC2086 # one word per package
+    $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
