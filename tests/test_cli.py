@@ -52,7 +52,8 @@ def test_demo_token_url_is_printed_and_serves_one_echo() -> None:
         assert len(demo_token) >= 32
     assert server.process.returncode == 0
     # The token is printed once, on purpose, in the "Connect with" line; logs never show it.
-    log = "\n".join(line for line in server.lines if not line.startswith("Connect with: "))
+    log = "\n".join(line for line in server.lines
+                    if not line.startswith(("Connect with: ", "Browser demo: ")))
     assert "accepted peer=127.0.0.1:" in log
     assert "rejected peer=127.0.0.1:" in log and "reason=missing_token" in log
     assert demo_token not in log

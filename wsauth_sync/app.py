@@ -28,7 +28,7 @@ from .handshake import (
     FailureLimiter,
     HandshakePolicy,
 )
-from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits
+from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page
 from .sources import TokenSource
 from .verifiers import Verifier
 
@@ -75,6 +75,7 @@ class WebSocketApp:
         revocation_interval: seconds between checks for revoked credentials, when the
             verifier can report them (``revoked_since``, e.g. a key store); their open
             connections are closed with 1008.
+        pages: ``{path: Page}`` served to plain GET requests (a demo page, say).
 
     Raises:
         ConfigurationError: a missing or unsafe setting.
@@ -105,6 +106,7 @@ class WebSocketApp:
         close_on_expiry: bool = True,
         required_scopes: Mapping[str, Collection[str]] | None = None,
         revocation_interval: float = DEFAULT_REVOCATION_INTERVAL,
+        pages: Mapping[str, Page] | None = None,
     ) -> None:
         if not routes or not all(callable(handler) for handler in routes.values()):
             raise ConfigurationError("routes must map at least one path to a handler")
@@ -131,7 +133,8 @@ class WebSocketApp:
             verifier=verifier, paths=self.routes, sources=sources, subprotocols=subprotocols,
             realm=realm, max_token_length=max_token_length, allowed_origins=allowed_origins,
             allow_missing_origin=allow_missing_origin, limiter=limiter,
-            trusted_proxies=trusted_proxies, required_scopes=required_scopes)
+            trusted_proxies=trusted_proxies, required_scopes=required_scopes,
+            pages=pages)
         self.handshake_timeout = handshake_timeout
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout

@@ -58,6 +58,11 @@ def log_rejected(*, client: Address | None, error: HandshakeError,
         "source": error.source, "detail": error.detail})
 
 
+def log_served(*, client: Address | None, request: UpgradeRequest) -> None:
+    """Record a plain page served instead of a handshake."""
+    _emit(logging.INFO, "served", {"peer": peer(client), "path": request.path, "status": 200})
+
+
 def log_dropped(*, client: Address | None, reason: str) -> None:
     """Record a connection closed without an HTTP answer (TLS failure, no capacity)."""
     _emit(logging.INFO, "dropped", {"peer": peer(client), "reason": reason})

@@ -20,7 +20,7 @@ from types import FrameType
 
 from .app import DEFAULT_HANDSHAKE_TIMEOUT, WebSocketApp
 from .connection import DEFAULT_MAX_MESSAGE_SIZE
-from .echo import echo
+from .echo import demo_page, echo
 from .errors import ConfigurationError
 from .jwt_verifier import JWTVerifier
 from .keystore import DATABASE_ERRORS, open_keystore
@@ -199,6 +199,7 @@ def _echo(args: argparse.Namespace) -> int:
                            max_message_size=args.max_message_size,
                            handshake_timeout=args.handshake_timeout,
                            allowed_origins=args.allow_origin,
+                           pages={"/": demo_page(args.path)},
                            limiter=None if args.no_rate_limit else "default")
         server = WebSocketServer(app, host=args.host, port=args.port,
                                  max_connections=args.max_connections,
@@ -209,9 +210,13 @@ def _echo(args: argparse.Namespace) -> int:
     host, port = server.address
     url = f"{'wss' if server.ssl_context else 'ws'}://{host}:{port}{args.path}"
     print(f"Listening on {url}", flush=True)
+    page = f"{'https' if server.ssl_context else 'http'}://{host}:{port}/"
     if demo_token is not None:
         print("No authentication flag given: accepting one random demo token.")
         print(f"Connect with: {url}?token={demo_token}", flush=True)
+        print(f"Browser demo: {page}#token={demo_token}", flush=True)
+    else:
+        print(f"Browser demo: {page}", flush=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         server.serve_forever()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from .connection import WebSocket
+from .http11 import Page
 
 WELCOME = "Welcome! You are authenticated."
 
@@ -12,3 +15,9 @@ def echo(ws: WebSocket) -> None:
     ws.send(WELCOME)
     for message in ws:
         ws.send(f"You said: {message}" if isinstance(message, str) else message)
+
+
+def demo_page(ws_path: str = "/ws") -> Page:
+    """The browser demo (connect, send, see the echo or the refusal) for ``ws_path``."""
+    html = resources.files(__package__).joinpath("demo.html").read_text("utf-8")
+    return Page(html.replace("__WS_PATH__", ws_path).encode("utf-8"))

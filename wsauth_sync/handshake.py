@@ -39,7 +39,7 @@ from .errors import (
     UnsupportedVersion,
     UpgradeRequired,
 )
-from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, RequestReader
+from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page, RequestReader
 from .request import Address, UpgradeRequest, comma_list
 from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
 from .verifiers import Identity, Verifier
@@ -219,6 +219,7 @@ class HandshakePolicy:
         limiter: failed-authentication budget per client IP (429 beyond it).
         trusted_proxies: peer addresses whose ``X-Forwarded-For`` names the client.
         required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
+        pages: ``{path: Page}`` answered to plain (non-upgrade) GET requests.
 
     Raises:
         ConfigurationError: no paths, no sources, a bad limit, a malformed origin, or
@@ -239,6 +240,7 @@ class HandshakePolicy:
         limiter: FailureLimiter | None = None,
         trusted_proxies: Collection[str] = (),
         required_scopes: Mapping[str, Collection[str]] | None = None,
+        pages: Mapping[str, Page] | None = None,
     ) -> None:
         if not paths or any(not path.startswith("/") for path in paths):
             raise ConfigurationError("paths must be non-empty and start with '/'")
@@ -255,6 +257,7 @@ class HandshakePolicy:
         self.allow_missing_origin = allow_missing_origin
         self.limiter = limiter
         self.trusted_proxies = frozenset(trusted_proxies)
+        self.pages = dict(pages or {})
         self.required_scopes = {path: frozenset(scopes)
                                 for path, scopes in (required_scopes or {}).items()}
         if any('"' in scope or "\\" in scope or " " in scope
@@ -266,6 +269,13 @@ class HandshakePolicy:
         self.subprotocols = tuple(subprotocols)
         self.realm = realm
         self.max_token_length = max_token_length
+
+    def page_for(self, request: UpgradeRequest) -> Page | None:
+        """The page to serve instead of a handshake: a plain GET for a page's path."""
+        page = self.pages.get(request.path)
+        if page is None or request.method != "GET" or request.get_all("upgrade"):
+            return None
+        return page
 
     def decide(self, request: UpgradeRequest) -> Accept:
         """Decide on one opening handshake.
@@ -348,6 +358,15 @@ def _origin_allowlist(origins: Collection[str] | None) -> frozenset[str] | None:
 
 
 @dataclass(frozen=True)
+class Served:
+    """Outcome: a plain GET for a page; send ``response``, then close."""
+
+    page: Page
+    response: bytes
+    request: UpgradeRequest
+
+
+@dataclass(frozen=True)
 class Rejected:
     """Outcome: send ``response`` (empty if the peer is gone), then close.
 
@@ -374,12 +393,15 @@ class ServerHandshake:
         self._reader = RequestReader(limits=limits, client=client)
         self._request: UpgradeRequest | None = None
 
-    def receive_data(self, data: bytes) -> Accept | Rejected | None:
+    def receive_data(self, data: bytes) -> Accept | Rejected | Served | None:
         """Feed bytes (``b""`` at end of stream); None means "need more"."""
         try:
             self._request = self._reader.receive_data(data)
             if self._request is None:
                 return None
+            page = self.policy.page_for(self._request)
+            if page is not None:
+                return Served(page, self._reader.page(page), self._request.redacted())
             return self.policy.decide(self._request)
         except HandshakeError as error:
             return self.reject(error)

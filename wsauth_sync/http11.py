@@ -38,6 +38,19 @@ class HeadLimits:
 
 DEFAULT_HEAD_LIMITS = HeadLimits()
 
+
+@dataclass(frozen=True)
+class Page:
+    """A small static resource served for a plain GET (a demo page next to the socket)."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Content-Type", self.content_type), ("Content-Length", str(len(self.body))),
+                ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                ("Connection", "close")]
+
 class RequestReader:
     """Parse one opening handshake request from raw bytes, with bounds.
 
@@ -140,6 +153,12 @@ class RequestReader:
         event = h11.InformationalResponse(
             status_code=101, headers=headers, reason=b"Switching Protocols")
         return self._h11.send(event) or b""
+
+    def page(self, page: Page) -> bytes:
+        """``200 OK`` with ``page``; the connection closes after it."""
+        response = h11.Response(status_code=200, headers=page.headers(), reason=b"OK")
+        return b"".join(self._h11.send(event) or b""
+                        for event in (response, h11.Data(data=page.body), h11.EndOfMessage()))
 
     def reject(self, error: HandshakeError, *, realm: str = "wsauth") -> bytes:
         """A complete error response: status, required headers, a short generic body.

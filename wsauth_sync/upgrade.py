@@ -27,11 +27,13 @@ from .errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from .handshake import Accept, Rejected, ServerHandshake
+from .handshake import Accept, Rejected, Served, ServerHandshake
 from .http11 import request_head
 from .request import Address, UpgradeRequest
 
 logger = logging.getLogger("wsauth_sync")
+
+Decision = Accept | Rejected | Served
 
 _READ_SIZE = 16 * 1024
 # After a refusal: how long and how much to drain so the client reads the response
@@ -119,7 +121,7 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
         pass
 
 
-def decide_parsed(handshake: ServerHandshake, request: UpgradeRequest) -> Accept | Rejected:
+def decide_parsed(handshake: ServerHandshake, request: UpgradeRequest) -> Decision:
     """Run a request parsed elsewhere through ``handshake`` as if read from the wire."""
     try:
         head = request_head(request)
@@ -150,7 +152,7 @@ def take_buffered(reader: object, sock: socket.socket) -> bytes:
     return reader.read(len(pending)) if pending else b""
 
 
-def _conclude(sock: socket.socket, handshake: ServerHandshake, decision: Accept | Rejected,
+def _conclude(sock: socket.socket, handshake: ServerHandshake, decision: Decision,
               app: WebSocketApp, *, deadline: float, address: Address | None,
               buffered: bytes = b"",
               open_connections: MutableSet[WebSocket] | None = None) -> None:
@@ -159,6 +161,10 @@ def _conclude(sock: socket.socket, handshake: ServerHandshake, decision: Accept 
         decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
     if isinstance(decision, Rejected):
         audit.log_rejected(client=address, error=decision.error, request=decision.request)
+        _send_and_close(sock, decision.response)
+        return
+    if isinstance(decision, Served):
+        audit.log_served(client=address, request=decision.request)
         _send_and_close(sock, decision.response)
         return
     serve_accepted(sock, decision, app, response=handshake.accept(decision),
@@ -198,7 +204,7 @@ def reject_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
 
 
 def _read_decision(sock: socket.socket, handshake: ServerHandshake,
-                   deadline: float) -> Accept | Rejected:
+                   deadline: float) -> Decision:
     # One absolute deadline for the whole head: a client dribbling a byte a second is
     # cut off on time, which per-recv timeouts would never do.
     while True:

@@ -31,7 +31,7 @@ from typing import Any
 from . import audit
 from .app import WebSocketApp
 from .errors import HandshakeError, NoSocketTakeover, ServiceUnavailable, WSAuthError
-from .handshake import Accept, Rejected, ServerHandshake
+from .handshake import Accept, Rejected, Served, ServerHandshake
 from .http11 import rejection_parts
 from .request import UpgradeRequest, environ_path
 from .sources import QueryToken
@@ -99,6 +99,11 @@ class WebSocketMiddleware:
             decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
         if isinstance(decision, Rejected):
             return self._refuse(decision, start_response)
+        if isinstance(decision, Served):
+            audit.log_served(client=request.client, request=decision.request)
+            headers = [(k, v) for k, v in decision.page.headers() if k.lower() != "connection"]
+            start_response("200 OK", headers)
+            return [decision.page.body]
         key, sock = takeover
         sock.settimeout(None)  # the connection keeps its own deadlines from here on
         serve_accepted(sock, decision, self.ws_app, response=handshake.accept(decision),
