@@ -48,8 +48,8 @@ def make_app(**overrides: object) -> WebSocketApp:
 @contextlib.contextmanager
 def running(app: WebSocketApp | None = None, **server_options: object) -> Iterator[WebSocketServer]:
     """A started server on a free loopback port; shut down and joined on exit."""
-    options: dict[str, object] = {"host": "127.0.0.1", **server_options}
-    server = WebSocketServer(app or make_app(), port=0, **options)  # type: ignore[arg-type]
+    options: dict[str, object] = {"host": "127.0.0.1", "port": 0, **server_options}
+    server = WebSocketServer(app or make_app(), **options)  # type: ignore[arg-type]
     with server:
         yield server
 

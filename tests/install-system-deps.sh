@@ -5,6 +5,10 @@ set -eu
 
 missing=""
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
 if [ -n "$missing" ]; then
     SUDO=""
@@ -14,3 +18,7 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086 # one word per package
     $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
+
+# Node's ws package for the Node client tests, pinned by tests/node/package-lock.json.
+cd "$(dirname "$0")/node"
+[ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error
