@@ -250,3 +250,24 @@ def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,
         head += chunk
     assert head.startswith(b"HTTP/1.1 101 "), head
     return sock
+
+
+def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:
+    """One complete HTTP response (head + Content-Length body), even on a kept-alive
+    connection, within ``timeout``."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    length = int(match.group(1)) if match else 0
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
