@@ -1,0 +1,269 @@
+"""Run every server through the same workloads, interleaved, and report medians and ratios.
+
+    python3 benchmarks/run.py                  # full run (about 6 minutes), writes RESULTS.md
+    python3 benchmarks/run.py --quick          # one short round, for a smoke test
+
+Servers and load generator run on 127.0.0.1, pinned to different cores when there are two
+(``taskset``). Only processes this script started are stopped, by PID. Results go to
+``benchmarks/results/latest.json`` and ``latest.md``; a full run also rewrites
+``benchmarks/RESULTS.md``. Ratios are to the ``websockets`` library's sync server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+HERE = Path(__file__).resolve().parent
+NODE = HERE / "node"
+SECRET = "benchmark-secret-of-32-bytes-min!"
+ENV = {**os.environ, "WSAUTH_BENCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+#: name -> command (PORT is filled in); every server implements the same behaviour.
+SERVERS: dict[str, list[str]] = {
+    "wsauth_sync": [sys.executable, str(HERE / "servers.py"), "wsauth", "PORT"],
+    "wsauth_sync WSGI (gunicorn gthread)": [
+        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "1100", "-w", "1",
+        "--backlog", "1024", "-b", "127.0.0.1:PORT", "--log-level", "warning",
+        "servers:wsauth_wsgi_app()"],
+    "websockets sync": [sys.executable, str(HERE / "servers.py"), "websockets", "PORT"],
+    "simple-websocket (Werkzeug)": [sys.executable, str(HERE / "servers.py"),
+                                    "simple-websocket", "PORT"],
+    "Node ws (noServer + upgrade)": ["node", str(NODE / "server.mjs"), "PORT"],
+    "raw threaded TCP echo": [sys.executable, str(HERE / "servers.py"), "raw-tcp", "PORT"],
+}
+BASELINE = "websockets sync"
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
+
+
+def pinned(command: list[str], core: int) -> list[str]:
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(core), *command]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(name: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    command = [str(port) if part == "PORT" else part.replace("PORT", str(port))
+               for part in SERVERS[name]]
+    process = subprocess.Popen(pinned(command, 0), env=ENV, cwd=HERE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop(process)
+                raise RuntimeError(f"{name} did not start") from None
+            time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its children (gunicorn's workers)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                      if line.startswith("VmRSS:"))
+        pending += [int(child) for child in children]
+    return total
+
+
+def loadgen(options: dict[str, Any], timeout: float) -> dict[str, Any]:
+    result = subprocess.run(pinned(["node", str(NODE / "loadgen.mjs"), json.dumps(options)], 1),
+                            capture_output=True, text=True, timeout=timeout, cwd=NODE)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def idle_connections(process: subprocess.Popen[bytes], port: int, token: str,
+                     count: int) -> dict[str, Any]:
+    time.sleep(0.5)
+    before = tree_rss(process.pid)
+    generator = subprocess.Popen(
+        pinned(["node", str(NODE / "loadgen.mjs"),
+                json.dumps({"workload": "W5", "port": port, "token": token,
+                            "connections": count})], 1),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=NODE)
+    try:
+        assert generator.stdout is not None and generator.stdin is not None
+        held = json.loads(generator.stdout.readline())
+        time.sleep(1.0)  # let the server settle with every connection open
+        after = tree_rss(process.pid)
+        generator.stdin.write("done\n")
+        generator.stdin.flush()
+        generator.wait(timeout=60)
+    finally:
+        stop(generator)  # type: ignore[arg-type]
+    per = (after - before) / held["held"] if held["held"] else None
+    return {"held": held["held"], "failures": held["failures"], "rss_before": before,
+            "rss_after": after, "rss_per_connection": per}
+
+
+def measure(name: str, token: str, seconds: float, idle: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    process, port = start(name)
+    try:
+        if name == "raw threaded TCP echo":
+            results["W1"] = loadgen({"workload": "W1", "port": port, "raw": True,
+                                     "seconds": seconds}, timeout=seconds + 60)
+            return results
+        for workload in ("W1", "W2", "W3", "W4"):
+            results[workload] = loadgen({"workload": workload, "port": port, "token": token,
+                                         "seconds": seconds}, timeout=seconds + 60)
+    finally:
+        stop(process)
+    process, port = start(name)  # a fresh process, so RSS growth is the idle sockets only
+    try:
+        results["W5"] = idle_connections(process, port, token, idle)
+    finally:
+        stop(process)
+    return results
+
+
+def figures(run: dict[str, Any], seconds: float) -> dict[str, float | None]:
+    """The headline number of each workload for one run."""
+    out: dict[str, float | None] = {}
+    if "W1" in run:
+        out["W1 msg/s"] = run["W1"]["messages"] / seconds
+        out["W1 p50 ms"] = run["W1"]["p50_ms"]
+        out["W1 p99 ms"] = run["W1"]["p99_ms"]
+        out["loadgen CPU (W1)"] = run["W1"]["loadgen_cpu"]
+    if "W2" in run:
+        out["W2 MB/s"] = run["W2"]["bytes"] / seconds / 1e6
+    if "W3" in run:
+        out["W3 handshakes/s"] = run["W3"]["handshakes"] / seconds
+        out["W3 p99 ms"] = run["W3"]["p99_ms"]
+        out["W3 failures"] = run["W3"]["failures"]
+    if "W4" in run:
+        out["W4 rejections/s"] = run["W4"]["rejections"] / seconds
+        out["W4 failures"] = run["W4"]["failures"]
+    if "W5" in run:
+        per = run["W5"]["rss_per_connection"]
+        out["W5 KiB/conn"] = None if per is None else per / 1024
+        out["W5 held"] = run["W5"]["held"]
+    return out
+
+
+def median_figures(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    keys = {key for run in runs for key in run}
+    return {key: statistics.median(v) if (v := [r[key] for r in runs
+                                                 if r.get(key) is not None]) else None
+            for key in sorted(keys)}
+
+
+RATIO_OF = {"W1 msg/s": False, "W2 MB/s": False, "W3 handshakes/s": False,
+            "W4 rejections/s": False, "W5 KiB/conn": True}
+
+
+def report(medians: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> str:
+    base = medians.get(BASELINE, {})
+    columns = ["W1 msg/s", "W1 p50 ms", "W1 p99 ms", "W2 MB/s", "W3 handshakes/s", "W3 p99 ms",
+               "W4 rejections/s", "W5 KiB/conn", "W5 held", "loadgen CPU (W1)"]
+    lines = [f"Machine: {meta['machine']}; {meta['repeats']} interleaved repeats of "
+             f"{meta['seconds']} s per workload, medians; W5 holds {meta['idle']} idle "
+             "connections. Ratios are to `websockets` sync (for KiB/conn, lower is better "
+             "and the ratio is ours / theirs).", "",
+             "| server | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+
+    for name, figs in medians.items():
+        row = []
+        for column in columns:
+            value = figs.get(column)
+            text = cell(value)
+            if column in RATIO_OF and value is not None and base.get(column):
+                text += f" ({value / base[column]:.2f}x)"  # type: ignore[operator]
+            row.append(text)
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    ours = medians.get("wsauth_sync", {})
+    ceiling = medians.get("raw threaded TCP echo", {}).get("W1 msg/s")
+    if ceiling and ours.get("W1 msg/s"):
+        lines += ["", f"wsauth_sync W1 is {ours['W1 msg/s'] / ceiling:.2f}x the raw TCP echo "
+                      "ceiling."]  # type: ignore[operator]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round (smoke test)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--idle", type=int, default=1000, help="connections held in W5")
+    parser.add_argument("--only", action="append", help="run only these servers")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.seconds, args.idle = 1, 0.5, 20
+    if not (NODE / "node_modules" / "ws").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE,
+                       check=True, timeout=300)
+    token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 24 * 3600}, SECRET,
+                       algorithm="HS256")
+    names = args.only or list(SERVERS)
+    runs: dict[str, list[dict[str, float | None]]] = {name: [] for name in names}
+    raw: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]  # interleave
+        for name in order:
+            print(f"[{repeat + 1}/{args.repeats}] {name}", file=sys.stderr, flush=True)
+            result = measure(name, token, args.seconds, args.idle)
+            raw[name].append(result)
+            runs[name].append(figures(result, args.seconds))
+    medians = {name: median_figures(runs[name]) for name in names}
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       f"Python {platform.python_version()}, Linux {platform.release()}",
+            "repeats": args.repeats, "seconds": args.seconds, "idle": args.idle,
+            "command": "python3 benchmarks/run.py" + (" --quick" if args.quick else "")}
+    text = report(medians, meta)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"meta": meta, "medians": medians, "raw": raw},
+                                                indent=1))
+    (out / "latest.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

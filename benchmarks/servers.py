@@ -1,0 +1,137 @@
+"""The Python servers under benchmark, all with the same behaviour.
+
+Each one: the token in ``?token=`` is verified as an HS256 JWT before accepting (401 on
+failure), then ``Welcome! You are authenticated.``, then text ``m`` gets ``You said: m``
+and binary comes back as is. ``raw-tcp`` is the ceiling: a thread-per-connection TCP
+echo with no WebSocket framing at all.
+
+    python benchmarks/servers.py NAME PORT      (JWT secret in WSAUTH_BENCH_SECRET)
+
+Prints ``ready`` once listening.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+
+SECRET = os.environ.get("WSAUTH_BENCH_SECRET", "benchmark-secret-of-32-bytes-min!")
+WELCOME = "Welcome! You are authenticated."
+
+
+def check_jwt(token: str | None) -> bool:
+    if not token:
+        return False
+    try:
+        jwt.decode(token, SECRET, algorithms=["HS256"], options={"require": ["exp"]})
+    except jwt.InvalidTokenError:
+        return False
+    return True
+
+
+def wsauth(port: int) -> None:
+    from wsauth_sync import JWTVerifier, QueryToken, WebSocketApp, WebSocketServer
+    from wsauth_sync.echo import echo
+
+    app = WebSocketApp({"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
+                       sources=[QueryToken()], limiter=None)
+    server = WebSocketServer(app, host="127.0.0.1", port=port, max_connections=4000,
+                             max_pending=4000, max_pending_per_ip=4000, backlog=1024)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def wsauth_wsgi_app() -> Any:
+    """The same app behind the WSGI middleware (run by gunicorn -k gthread)."""
+    from wsauth_sync import JWTVerifier, QueryToken, WebSocketApp
+    from wsauth_sync.echo import echo
+    from wsauth_sync.wsgi import WebSocketMiddleware
+
+    def not_found(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return []
+
+    return WebSocketMiddleware(not_found, WebSocketApp(
+        {"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
+        sources=[QueryToken()], limiter=None), redact_host_logs=False)
+
+
+def websockets_sync(port: int) -> None:
+    from http import HTTPStatus
+
+    from websockets.sync.server import serve
+
+    def process_request(connection: Any, request: Any) -> Any:
+        token = parse_qs(urlsplit(request.path).query).get("token", [None])[0]
+        if not check_jwt(token):
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "401 Unauthorized\n")
+        return None
+
+    def handler(ws: Any) -> None:
+        ws.send(WELCOME)
+        for message in ws:
+            ws.send(f"You said: {message}" if isinstance(message, str) else message)
+
+    with serve(handler, "127.0.0.1", port, process_request=process_request,
+               compression=None, max_size=2**20) as server:
+        print("ready", flush=True)
+        server.serve_forever()
+
+
+def simple_websocket_app() -> Any:
+    """simple-websocket (what flask-sock uses) as a WSGI app, for Werkzeug."""
+    import simple_websocket
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        token = parse_qs(environ.get("QUERY_STRING", "")).get("token", [None])[0]
+        if not check_jwt(token):
+            start_response("401 Unauthorized", [("Content-Length", "17")])
+            return [b"401 Unauthorized\n"]
+        ws = simple_websocket.Server(environ, max_message_size=2**20)
+        try:
+            ws.send(WELCOME)
+            while True:
+                message = ws.receive()
+                ws.send(f"You said: {message}" if isinstance(message, str) else message)
+        except simple_websocket.ConnectionClosed:
+            pass
+        raise ConnectionAbortedError  # Werkzeug: the socket was taken over
+
+    return app
+
+
+def simple_websocket(port: int) -> None:
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", port, simple_websocket_app(), threaded=True)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def raw_tcp(port: int) -> None:
+    """Echo fixed 32-byte messages on a thread per connection: the framing-free ceiling."""
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+SERVERS = {"wsauth": wsauth, "websockets": websockets_sync, "simple-websocket": simple_websocket,
+           "raw-tcp": raw_tcp}
+
+if __name__ == "__main__":
+    SERVERS[sys.argv[1]](int(sys.argv[2]))
