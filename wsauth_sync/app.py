@@ -66,6 +66,8 @@ class WebSocketApp:
         trusted_proxies: peers whose ``X-Forwarded-For`` is believed (none by default).
         verify_timeout: seconds a verifier call may take before the handshake gets 503
             (capped at ``handshake_timeout``); None runs it inline with no cut-off.
+            Verifiers marked ``blocking = False`` (static tokens, JWT with a key) never
+            wait on I/O and always run inline.
         max_fragments: frames per message (1009 beyond).
         ping_interval, ping_timeout: keepalive; a silent peer is closed with 1011.
             ``ping_interval=None`` disables it.
@@ -121,9 +123,10 @@ class WebSocketApp:
         self.revocations = (
             RevocationWatch(verifier, interval=revocation_interval)  # type: ignore[arg-type]
             if callable(getattr(verifier, "revoked_since", None)) else None)
-        if verify_timeout is not None:
-            if verify_timeout <= 0:
-                raise ConfigurationError("verify_timeout must be positive")
+        if verify_timeout is not None and verify_timeout <= 0:
+            raise ConfigurationError("verify_timeout must be positive")
+        if verify_timeout is not None and getattr(verifier, "blocking", True):
+            # Only verifiers that may wait on I/O pay for the hop to a time-limited thread.
             verifier = TimeLimitedVerifier(
                 verifier, timeout=min(verify_timeout, handshake_timeout))
         if limiter == "default":

@@ -137,6 +137,8 @@ class JWTVerifier:
         self.subject_claim = subject_claim
         self.typ = typ
         self._jwt = jwt.PyJWT()
+        #: Only fetching a JWK Set waits on I/O; a configured key is pure computation.
+        self.blocking = jwks_url is not None
 
     def __call__(self, token: str, /) -> Identity:
         key = self._key if self._jwks is None else self._jwks_key(token)

@@ -28,6 +28,7 @@ from .errors import ConfigurationError, ServiceUnavailable
 from .request import Address
 from .sources import CookieToken, QueryToken
 from .upgrade import handle_socket, reject_socket
+from .workers import WorkerPool
 
 logger = logging.getLogger("wsauth_sync")
 
@@ -70,8 +71,9 @@ class WebSocketServer:
         _warn_if_exposed(app, host, tls=ssl_context is not None)
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
-        self._threads: set[threading.Thread] = set()
-        self._overflow: set[threading.Thread] = set()
+        self._workers = WorkerPool()
+        self._active = 0  # connections being served (handshake or WebSocket)
+        self._refusing = 0  # connections being told 503
         self._pending: Counter[str] = Counter()
         self._open: set[WebSocket] = set()
         self._stopping = threading.Event()
@@ -100,29 +102,29 @@ class WebSocketServer:
             return  # the client gave up before we got to it
         address = address[:2]
         ip = address[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames, no delay
         with self._lock:
             refusal = self._refusal(ip)
-            pool = self._overflow if refusal else self._threads
-            if refusal and (len(pool) >= self.overflow_threads or self.ssl_context):
+            if refusal and (self._refusing >= self.overflow_threads or self.ssl_context):
                 sock.close()  # no thread to spare (or no plaintext answer on TLS)
                 audit.log_dropped(client=address, reason=refusal)
                 return
             if refusal:
+                self._refusing += 1
                 work = functools.partial(reject_socket, sock, address, self.app,
                                          ServiceUnavailable(refusal, retry_after=1))
             else:
+                self._active += 1
                 self._pending[ip] += 1
                 work = functools.partial(
                     handle_socket, sock, address, self.app, ssl_context=self.ssl_context,
                     open_connections=self._open,
                     on_decided=functools.partial(self._decided, ip))
-            thread = threading.Thread(target=self._run, args=(pool, work), daemon=True)
-            pool.add(thread)
-        thread.start()
+        self._workers.submit(functools.partial(self._run, work, refusal is not None))
 
     def _refusal(self, ip: str) -> str | None:
         """Why a new connection from ``ip`` cannot be served now, or None."""
-        if len(self._threads) >= self.max_connections:
+        if self._active >= self.max_connections:
             return "server_full"
         if self._pending.total() >= self.max_pending:
             return "too_many_pending"
@@ -136,12 +138,15 @@ class WebSocketServer:
             if self._pending[ip] <= 0:
                 del self._pending[ip]
 
-    def _run(self, pool: set[threading.Thread], work: Callable[[], None]) -> None:
+    def _run(self, work: Callable[[], None], refusing: bool) -> None:
         try:
             work()
         finally:
             with self._lock:
-                pool.discard(threading.current_thread())
+                if refusing:
+                    self._refusing -= 1
+                else:
+                    self._active -= 1
 
     def start(self) -> WebSocketServer:
         """Run :meth:`serve_forever` in a background thread; returns ``self``."""
@@ -166,10 +171,9 @@ class WebSocketServer:
         for closer in closers:
             closer.start()
         deadline = time.monotonic() + self.app.close_timeout + 1.0
-        with self._lock:
-            threads = list(self._threads | self._overflow)
-        for thread in threads + closers:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        for closer in closers:
+            closer.join(max(0.0, deadline - time.monotonic()))
+        self._workers.close(deadline)
         self._wake_r.close()
         self._wake_w.close()
 

@@ -56,7 +56,11 @@ class RevocationSource(Protocol):
 
 
 class Verifier(Protocol):
-    """Anything that turns a token into an :class:`Identity` or raises."""
+    """``token -> Identity``, raising :class:`~wsauth_sync.errors.InvalidToken` to refuse.
+
+    A verifier may set ``blocking = False`` when it never waits on I/O (a static table,
+    a JWT with a configured key); others run under the app's ``verify_timeout``.
+    """
 
     def __call__(self, token: str, /) -> Identity: ...
 
@@ -69,6 +73,8 @@ def _digest(token: str) -> bytes:
 
 class StaticTokens:
     """A fixed set of shared secrets, compared in constant time.
+
+    Pure computation: it never blocks, so it runs inline (no verifier time limit).
 
     Args:
         tokens: either a mapping ``token -> subject`` or an iterable of tokens, whose
@@ -88,6 +94,9 @@ class StaticTokens:
         if any(not token for token, _ in pairs):
             raise ConfigurationError("an empty static token would accept an empty credential")
         self._entries = [(_digest(token), subject) for token, subject in pairs]
+
+    #: Never waits on I/O: the handshake thread may call it directly.
+    blocking = False
 
     def __call__(self, token: str, /) -> Identity:
         digest = _digest(token)
