@@ -47,7 +47,10 @@ DEFAULT_MAX_FRAGMENTS = 1024
 #: Keepalive: ping after this much silence, give up (1011) this long after the ping.
 DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_PING_TIMEOUT = 20.0
-_READ_SIZE = 64 * 1024
+# recv() allocates its whole buffer while it waits, so an idle connection should ask for
+# little; a read that fills the buffer means bulk data, and the next read asks for more.
+_MIN_READ = 1024
+_MAX_READ = 256 * 1024
 # Close reasons sent by the library are fixed, short and secret-free (RFC 6455 §5.5).
 _MAX_REASON_BYTES = 123
 
@@ -105,6 +108,7 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self._pending = trailing_data
+        self._read_size = _MIN_READ
         first_due = self._next_due(now)
         if first_due is not None:
             TIMERS.schedule(self, first_due)
@@ -164,9 +168,14 @@ class WebSocket:
         if deadline is not None and not wait_readable(self._sock, deadline):
             raise TimeoutError("no data before the timeout")
         try:
-            return self._sock.recv(_READ_SIZE)
+            data = self._sock.recv(self._read_size)
         except OSError:
             return b""  # reset or shut down locally: same as end of stream
+        if len(data) == self._read_size:
+            self._read_size = min(self._read_size * 4, _MAX_READ)
+        elif len(data) < _MIN_READ:
+            self._read_size = _MIN_READ
+        return data
 
     def _receive(self, data: bytes) -> None:
         self._last_data = time.monotonic()

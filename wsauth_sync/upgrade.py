@@ -67,12 +67,15 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
         if ssl_context is not None:
             sock = _tls_handshake(sock, ssl_context, deadline, address)
         handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
-        decision = _read_decision(sock, handshake, deadline)
+        decision, response, trailing = _answer(handshake,
+                                               _read_decision(sock, handshake, deadline),
+                                               deadline)
+        del handshake  # the parser is not needed while the WebSocket lives: free it
         if on_decided is not None:
             on_decided()
             on_decided = None
-        _conclude(sock, handshake, decision, app, deadline=deadline, address=address,
-                  open_connections=open_connections)
+        _deliver(sock, decision, response, app, trailing_data=trailing, address=address,
+                 open_connections=open_connections)
     except OSError:
         pass  # the peer vanished mid-write, or the TLS handshake failed (logged)
     finally:
@@ -114,9 +117,10 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
     deadline = time.monotonic() + app.handshake_timeout
     handshake = ServerHandshake(app.policy, limits=app.head_limits, client=request.client)
     try:
-        decision = decide_parsed(handshake, request)
-        _conclude(sock, handshake, decision, app, deadline=deadline, address=request.client,
-                  buffered=buffered)
+        decision, response, trailing = _answer(handshake, decide_parsed(handshake, request),
+                                               deadline)
+        _deliver(sock, decision, response, app, trailing_data=trailing + buffered,
+                 address=request.client)
     except OSError:
         pass
 
@@ -152,24 +156,29 @@ def take_buffered(reader: object, sock: socket.socket) -> bytes:
     return reader.read(len(pending)) if pending else b""
 
 
-def _conclude(sock: socket.socket, handshake: ServerHandshake, decision: Decision,
-              app: WebSocketApp, *, deadline: float, address: Address | None,
-              buffered: bytes = b"",
-              open_connections: MutableSet[WebSocket] | None = None) -> None:
-    """Answer a decision on ``sock``: refuse and close, or accept and run the handler."""
+def _answer(handshake: ServerHandshake, decision: Decision,
+            deadline: float) -> tuple[Decision, bytes, bytes]:
+    """The final decision, the bytes that answer it, and any bytes past the head."""
     if isinstance(decision, Accept) and time.monotonic() > deadline:
         decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
+    if isinstance(decision, Accept):
+        return decision, handshake.accept(decision), handshake.trailing_data
+    return decision, decision.response, b""
+
+
+def _deliver(sock: socket.socket, decision: Decision, response: bytes, app: WebSocketApp, *,
+             trailing_data: bytes, address: Address | None,
+             open_connections: MutableSet[WebSocket] | None = None) -> None:
+    """Send the answer: refuse or serve a page and close, or accept and run the handler."""
     if isinstance(decision, Rejected):
         audit.log_rejected(client=address, error=decision.error, request=decision.request)
-        _send_and_close(sock, decision.response)
-        return
-    if isinstance(decision, Served):
+        _send_and_close(sock, response)
+    elif isinstance(decision, Served):
         audit.log_served(client=address, request=decision.request)
-        _send_and_close(sock, decision.response)
-        return
-    serve_accepted(sock, decision, app, response=handshake.accept(decision),
-                   trailing_data=handshake.trailing_data + buffered, address=address,
-                   open_connections=open_connections)
+        _send_and_close(sock, response)
+    else:
+        serve_accepted(sock, decision, app, response=response, trailing_data=trailing_data,
+                       address=address, open_connections=open_connections)
 
 
 def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, response: bytes,
