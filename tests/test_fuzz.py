@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from helpers import KEY, SECRET, frame, handshake_bytes, make_app, open_raw_ws, running, ws_url
+from helpers import SECRET, frame, handshake_bytes, make_app, open_raw_ws, running, ws_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
@@ -129,7 +129,7 @@ def test_live_server_survives_random_handshakes(head: bytes) -> None:
                 response = b""
         assert response == b"" or response.startswith(b"HTTP/1.1 ")
         if response.startswith(b"HTTP/1.1 101 "):
-            assert SECRET.encode() in head and KEY.encode() in head
+            assert SECRET.encode() in head  # a mutated key may still be a valid key
         with connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
             assert ws.recv(timeout=3) == WELCOME
 
