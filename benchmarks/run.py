@@ -261,8 +261,22 @@ def main() -> int:
     (out / "latest.json").write_text(json.dumps({"meta": meta, "medians": medians, "raw": raw},
                                                 indent=1))
     (out / "latest.md").write_text(text)
+    if not args.quick and not args.only:
+        update_results(text, meta)
     print(text)
     return 0
+
+
+def update_results(table: str, meta: dict[str, Any]) -> None:
+    """Replace the generated part of RESULTS.md, keeping the written analysis around it."""
+    results = HERE / "RESULTS.md"
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = results.read_text() if results.exists() else f"# Benchmark results\n\n{start}\n{end}\n"
+    before, _, rest = text.partition(start)
+    _, _, after = rest.partition(end)
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    generated = f"{start}\nRun on {stamp} with `{meta['command']}`.\n\n{table}{end}"
+    results.write_text(before + generated + after)
 
 
 if __name__ == "__main__":

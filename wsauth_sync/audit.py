@@ -30,6 +30,8 @@ def peer(client: Address | None) -> str:
 
 
 def _emit(level: int, event: str, fields: dict[str, Any]) -> None:
+    if not logger.isEnabledFor(level):
+        return  # no formatting work for a line nobody will see
     message = " ".join([event, *(f"{name}={_text(value)}" for name, value in fields.items()
                                  if value is not None)])
     logger.log(level, message, extra={"wsauth": {"event": event, **fields}})

@@ -38,6 +38,10 @@ class HeadLimits:
 
 DEFAULT_HEAD_LIMITS = HeadLimits()
 
+# Serialized refusals, by everything that shapes their bytes (see RequestReader.reject).
+_RESPONSES: dict[tuple[object, ...], bytes] = {}
+_MAX_CACHED_RESPONSES = 512
+
 
 @dataclass(frozen=True)
 class Page:
@@ -114,6 +118,8 @@ class RequestReader:
         in one read would pass it, so the total is counted here too.
         """
         limits = self.limits
+        if not self._lines and not self._line and self._fits_whole(data):
+            return
         start = 0
         while True:
             end = data.find(b"\n", start)
@@ -141,6 +147,26 @@ class RequestReader:
             self._line.clear()
             start = end + 1
 
+    def _fits_whole(self, data: bytes) -> bool:
+        """Fast path: a whole, well-formed head in one read, checked with a few C calls.
+
+        Anything unusual (bare LF, a limit crossed, junk) returns False and takes the
+        line-by-line path, which names the precise error.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end == -1 or end + 4 > self.limits.max_head_size:
+            return False
+        head = data[:end]
+        if head.count(b"\n") != head.count(b"\r\n"):
+            return False
+        lines = head.split(b"\r\n")
+        if len(lines) > self.limits.max_headers + 1 or \
+                max(map(len, lines)) + 1 > self.limits.max_line_length or \
+                not _looks_like_request_line(lines[0]):
+            return False
+        self._scanning = False
+        return True
+
     def accept(self, *, key: str, subprotocol: str | None) -> bytes:
         """The ``101 Switching Protocols`` response (RFC 6455 §4.2.2 step 5)."""
         headers = [
@@ -166,13 +192,23 @@ class RequestReader:
         Returns ``b""`` when the peer closed before sending anything (nobody to answer).
         """
         headers, body = rejection_parts(error, realm=realm)
+        # The bytes depend only on these and on where h11 is in the exchange: refusals
+        # repeat (every bad token gets the same 401), so they are serialized once.
+        key = (self._h11.our_state, self._h11.their_http_version, error.status,
+               tuple(headers), body)
+        cached = _RESPONSES.get(key)
+        if cached is not None:
+            return cached
         response = h11.Response(status_code=error.status, headers=headers,
                                 reason=error.phrase.encode("ascii"))
         try:
-            return b"".join(self._h11.send(event) or b""
+            data = b"".join(self._h11.send(event) or b""
                             for event in (response, h11.Data(data=body), h11.EndOfMessage()))
         except h11.LocalProtocolError:
-            return b""
+            data = b""
+        if len(_RESPONSES) < _MAX_CACHED_RESPONSES:
+            _RESPONSES[key] = data
+        return data
 
 
 def request_head(request: UpgradeRequest) -> bytes:

@@ -9,6 +9,7 @@ so no later ``decode`` can raise on hostile input.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -125,9 +126,17 @@ class UpgradeRequest:
         """The raw query string (empty when there is none)."""
         return self.target.partition("?")[2]
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, list[str]]:
+        # The checks look headers up a dozen times per request: index them once.
+        index: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            index.setdefault(key, []).append(value)
+        return index
+
     def get_all(self, name: str) -> list[str]:
         """Every value of header ``name`` (lowercase), in order."""
-        return [value for key, value in self.headers if key == name]
+        return list(self._by_name.get(name, ()))
 
     def get_single(self, name: str) -> str | None:
         """The value of a header that may appear at most once.
@@ -168,9 +177,17 @@ class UpgradeRequest:
         Covers the credential headers, the usual token query parameters and
         ``query_params``. Token sources add their own redaction on top of this.
         """
+        if not query_params:
+            return self._redacted
+        return self._redact(SENSITIVE_QUERY_PARAMS.union(query_params))
+
+    @functools.cached_property
+    def _redacted(self) -> UpgradeRequest:
+        return self._redact(SENSITIVE_QUERY_PARAMS)
+
+    def _redact(self, names: Iterable[str]) -> UpgradeRequest:
         headers = tuple((name, REDACTED if name in SENSITIVE_HEADERS else value)
                         for name, value in self.headers)
-        names = SENSITIVE_QUERY_PARAMS.union(query_params)
         return self.replace(target=redact_query(self.target, names), headers=headers)
 
 

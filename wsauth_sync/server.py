@@ -74,7 +74,8 @@ class WebSocketServer:
         self._workers = WorkerPool()
         self._active = 0  # connections being served (handshake or WebSocket)
         self._refusing = 0  # connections being told 503
-        self._pending: Counter[str] = Counter()
+        self._pending: Counter[str] = Counter()  # handshakes in progress, by address
+        self._pending_total = 0
         self._open: set[WebSocket] = set()
         self._stopping = threading.Event()
         self._accept_thread: threading.Thread | None = None
@@ -116,6 +117,7 @@ class WebSocketServer:
             else:
                 self._active += 1
                 self._pending[ip] += 1
+                self._pending_total += 1
                 work = functools.partial(
                     handle_socket, sock, address, self.app, ssl_context=self.ssl_context,
                     open_connections=self._open,
@@ -126,7 +128,7 @@ class WebSocketServer:
         """Why a new connection from ``ip`` cannot be served now, or None."""
         if self._active >= self.max_connections:
             return "server_full"
-        if self._pending.total() >= self.max_pending:
+        if self._pending_total >= self.max_pending:
             return "too_many_pending"
         if self._pending[ip] >= self.max_pending_per_ip:
             return "too_many_pending_from_ip"
@@ -135,6 +137,7 @@ class WebSocketServer:
     def _decided(self, ip: str) -> None:
         with self._lock:
             self._pending[ip] -= 1
+            self._pending_total -= 1
             if self._pending[ip] <= 0:
                 del self._pending[ip]
 

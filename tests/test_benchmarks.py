@@ -1,0 +1,30 @@
+"""Keep the benchmark harness working: one short round of every server (no timing checks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_every_benchmark_server_completes_one_round() -> None:
+    completed = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick"],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads((BENCH / "results" / "latest.json").read_text())
+    medians = report["medians"]
+    assert set(medians) == {
+        "wsauth_sync", "wsauth_sync WSGI (gunicorn gthread)", "websockets sync",
+        "simple-websocket (Werkzeug)", "Node ws (noServer + upgrade)", "raw threaded TCP echo"}
+    for name, figures in medians.items():
+        assert figures["W1 msg/s"] > 0, name
+        if name != "raw threaded TCP echo":
+            # Same behaviour everywhere: every invalid token got a 401 and a close, every
+            # valid one a welcome, and every idle connection was held.
+            assert figures["W4 failures"] == 0 and figures["W4 rejections/s"] > 0, name
+            assert figures["W3 failures"] == 0 and figures["W3 handshakes/s"] > 0, name
+            assert figures["W5 held"] == 20, name
+    assert "| wsauth_sync |" in (BENCH / "results" / "latest.md").read_text()
