@@ -22,13 +22,11 @@ import binascii
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from .errors import (
     AuthenticationFailed,
     BadRequest,
     ConfigurationError,
-    Forbidden,
     HandshakeError,
     HTTPVersionNotSupported,
     InsufficientScope,
@@ -40,6 +38,7 @@ from .errors import (
     UpgradeRequired,
 )
 from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page, RequestReader
+from .origin import check_origin, client_ip, origin_allowlist
 from .request import Address, UpgradeRequest, comma_list
 from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
 from .verifiers import Identity, Verifier
@@ -134,47 +133,6 @@ def _valid_host(host: str) -> bool:
     return True
 
 
-def normalize_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` in lowercase with the default port dropped, or None.
-
-    RFC 6455 §4.2.2 and RFC 6454 serialize origins this way; anything else (a path,
-    credentials, ``null``) is not an origin that can match.
-    """
-    try:
-        parts = urlsplit(origin.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
-            or parts.path or parts.query or parts.fragment:
-        return None
-    default = 443 if scheme == "https" else 80
-    suffix = "" if port in (None, default) else f":{port}"
-    return f"{scheme}://{parts.hostname.lower()}{suffix}"
-
-
-def check_origin(request: UpgradeRequest, *, allowed: frozenset[str] | None,
-                 allow_missing: bool = False) -> None:
-    """Enforce the Origin allowlist (exact match after normalization, no wildcards).
-
-    Raises:
-        BadRequest: more than one Origin header (RFC 6454 §7.3), 400.
-        Forbidden: Origin missing (unless allowed), ``null``, or not listed, 403.
-    """
-    origins = request.get_all("origin")
-    if len(origins) > 1:
-        raise BadRequest("duplicate_origin")
-    if allowed is None:
-        return
-    if not origins:
-        if allow_missing:
-            return
-        raise Forbidden("missing_origin")
-    if normalize_origin(origins[0]) not in allowed:
-        raise Forbidden("origin_not_allowed")
-
-
 class FailureLimiter(Protocol):
     """Budget of failed authentications per client (see :mod:`wsauth_sync.guards`)."""
 
@@ -183,22 +141,6 @@ class FailureLimiter(Protocol):
 
     def failed(self, client: str) -> None:
         """Record one failed authentication."""
-
-
-def client_ip(request: UpgradeRequest, trusted_proxies: frozenset[str]) -> str:
-    """The client's IP: the peer, or from ``X-Forwarded-For`` when the peer is trusted.
-
-    Walks ``X-Forwarded-For`` from the right, skipping trusted proxies, so a client
-    cannot choose its address by sending the header itself (never trusted by default).
-    """
-    peer = request.client[0] if request.client else ""
-    if peer not in trusted_proxies:
-        return peer
-    hops = comma_list(request.get_all("x-forwarded-for"))
-    for hop in reversed(hops):
-        if hop not in trusted_proxies:
-            return hop
-    return hops[0] if hops else peer
 
 
 class HandshakePolicy:
@@ -250,7 +192,7 @@ class HandshakePolicy:
             raise ConfigurationError("max_token_length must be positive")
         if '"' in realm or "\\" in realm:
             raise ConfigurationError("realm must not contain quotes or backslashes")
-        self.allowed_origins = _origin_allowlist(allowed_origins)
+        self.allowed_origins = origin_allowlist(allowed_origins)
         if self.allowed_origins is None and any(isinstance(s, CookieToken) for s in sources):
             # Browsers attach cookies to cross-site WebSocket handshakes (OWASP CSWSH).
             raise ConfigurationError("a cookie token source needs allowed_origins")
@@ -341,20 +283,6 @@ class HandshakePolicy:
             raise ServiceUnavailable("verifier_error", source=source,
                                      detail=f"returned {type(identity).__name__}")
         return identity
-
-
-def _origin_allowlist(origins: Collection[str] | None) -> frozenset[str] | None:
-    if origins is None:
-        return None
-    if isinstance(origins, str):
-        raise ConfigurationError("allowed_origins must be a collection of origins")
-    normalized = set()
-    for origin in origins:
-        value = normalize_origin(origin)
-        if value is None:
-            raise ConfigurationError(f"not an origin (scheme://host[:port]): {origin!r}")
-        normalized.add(value)
-    return frozenset(normalized)
 
 
 @dataclass(frozen=True)
