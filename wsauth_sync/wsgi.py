@@ -22,6 +22,7 @@ request differently afterwards:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -86,19 +87,20 @@ class WebSocketMiddleware:
         deadline = time.monotonic() + self.ws_app.handshake_timeout
         handshake = ServerHandshake(self.ws_app.policy, limits=self.ws_app.head_limits,
                                     client=_client(environ))
+        client = _client(environ)
         if takeover is None:
             self._warn_no_takeover(environ)
             return self._refuse(handshake.reject(NoSocketTakeover("no_socket_takeover")),
-                                start_response)
+                                start_response, client)
         try:
             request = UpgradeRequest.from_environ(environ)
         except HandshakeError as error:
-            return self._refuse(handshake.reject(error), start_response)
+            return self._refuse(handshake.reject(error), start_response, client)
         decision = decide_parsed(handshake, request)
         if isinstance(decision, Accept) and time.monotonic() > deadline:
             decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
         if isinstance(decision, Rejected):
-            return self._refuse(decision, start_response)
+            return self._refuse(decision, start_response, client)
         if isinstance(decision, Served):
             audit.log_served(client=request.client, request=decision.request)
             headers = [(k, v) for k, v in decision.page.headers() if k.lower() != "connection"]
@@ -106,9 +108,10 @@ class WebSocketMiddleware:
             return [decision.page.body]
         key, sock = takeover
         sock.settimeout(None)  # the connection keeps its own deadlines from here on
-        serve_accepted(sock, decision, self.ws_app, response=handshake.accept(decision),
-                       trailing_data=_buffered_bytes(environ, key, sock),
-                       address=request.client)
+        with contextlib.suppress(OSError):  # the client left before the 101: nothing to do
+            serve_accepted(sock, decision, self.ws_app, response=handshake.accept(decision),
+                           trailing_data=_buffered_bytes(environ, key, sock),
+                           address=request.client)
         # Tell the host server the exchange is over, in the way it handles silently.
         if key == "gunicorn.socket":
             raise StopIteration
@@ -116,10 +119,10 @@ class WebSocketMiddleware:
             raise ConnectionAbortedError("WebSocket connection ended")
         raise SocketTakenOver
 
-    def _refuse(self, rejected: Rejected, start_response: StartResponse) -> list[bytes]:
+    def _refuse(self, rejected: Rejected, start_response: StartResponse,
+                client: tuple[str, int] | None) -> list[bytes]:
         error = rejected.error
-        audit.log_rejected(client=rejected.request.client if rejected.request else None,
-                           error=error, request=rejected.request)
+        audit.log_rejected(client=client, error=error, request=rejected.request)
         headers, body = rejection_parts(error, realm=self.ws_app.policy.realm)
         # PEP 3333 forbids hop-by-hop headers from applications; the server decides
         # about the connection (Werkzeug always closes, gunicorn may keep it alive).
