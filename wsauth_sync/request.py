@@ -9,7 +9,6 @@ so no later ``decode`` can raise on hostile input.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -126,17 +125,18 @@ class UpgradeRequest:
         """The raw query string (empty when there is none)."""
         return self.target.partition("?")[2]
 
-    @functools.cached_property
-    def _by_name(self) -> dict[str, list[str]]:
-        # The checks look headers up a dozen times per request: index them once.
-        index: dict[str, list[str]] = {}
-        for key, value in self.headers:
-            index.setdefault(key, []).append(value)
-        return index
-
-    def get_all(self, name: str) -> list[str]:
+    def get_all(self, name: str) -> tuple[str, ...]:
         """Every value of header ``name`` (lowercase), in order."""
-        return list(self._by_name.get(name, ()))
+        # The checks look headers up a dozen times per request: index them once (a plain
+        # memo in __dict__; the value stays frozen and compares by its fields only).
+        index: dict[str, tuple[str, ...]] | None = self.__dict__.get("_by_name")
+        if index is None:
+            grouped: dict[str, list[str]] = {}
+            for key, value in self.headers:
+                grouped.setdefault(key, []).append(value)
+            index = {key: tuple(values) for key, values in grouped.items()}
+            object.__setattr__(self, "_by_name", index)
+        return index.get(name, ())
 
     def get_single(self, name: str) -> str | None:
         """The value of a header that may appear at most once.
@@ -177,13 +177,13 @@ class UpgradeRequest:
         Covers the credential headers, the usual token query parameters and
         ``query_params``. Token sources add their own redaction on top of this.
         """
-        if not query_params:
-            return self._redacted
-        return self._redact(SENSITIVE_QUERY_PARAMS.union(query_params))
-
-    @functools.cached_property
-    def _redacted(self) -> UpgradeRequest:
-        return self._redact(SENSITIVE_QUERY_PARAMS)
+        if query_params:
+            return self._redact(SENSITIVE_QUERY_PARAMS.union(query_params))
+        safe: UpgradeRequest | None = self.__dict__.get("_redacted")
+        if safe is None:
+            safe = self._redact(SENSITIVE_QUERY_PARAMS)
+            object.__setattr__(self, "_redacted", safe)
+        return safe
 
     def _redact(self, names: Iterable[str]) -> UpgradeRequest:
         headers = tuple((name, REDACTED if name in SENSITIVE_HEADERS else value)
