@@ -311,3 +311,20 @@ def test_no_worker_thread_outlives_its_websocket() -> None:
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_no_stray_bytes_after_the_close(host: Running) -> None:
+    """After the WebSocket ends, the host server writes nothing more on the socket."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", host.port), timeout=5) as sock:
+        sock.sendall(handshake_bytes(f"/ws?token={SECRET}"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert read_frames(sock, 1)[0][0] == 0x1  # the welcome
+        sock.sendall(frame(0x8, b"\x03\xe8"))  # we close: 1000
+        opcode, payload = read_frames(sock, 1)[0]
+        assert opcode == 0x8 and payload[:2] == b"\x03\xe8"
+        assert read_until_closed(sock, timeout=5) == b""  # no "HTTP/1.1 ..." after the 101
