@@ -103,7 +103,6 @@ class WebSocketServer:
             return  # the client gave up before we got to it
         address = address[:2]
         ip = address[0]
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames, no delay
         with self._lock:
             refusal = self._refusal(ip)
             if refusal and (self._refusing >= self.overflow_threads or self.ssl_context):

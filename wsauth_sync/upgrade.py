@@ -188,6 +188,8 @@ def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, re
 
     Every shell ends here after an :class:`Accept`; the socket is shut down, not closed.
     """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames, no delay
     sock.sendall(response)
     audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
                        subprotocol=accept.subprotocol)
@@ -216,12 +218,26 @@ def _read_decision(sock: socket.socket, handshake: ServerHandshake,
                    deadline: float) -> Decision:
     # One absolute deadline for the whole head: a client dribbling a byte a second is
     # cut off on time, which per-recv timeouts would never do.
+    # The head has usually arrived with the connection: try a non-blocking read first
+    # and poll only when there is nothing yet (TLS sockets take no recv flags).
+    eager = not isinstance(sock, ssl.SSLSocket)
     while True:
-        if not wait_readable(sock, deadline):
-            return handshake.reject(RequestTimeout("handshake_timeout"))
-        decision = handshake.receive_data(sock.recv(_READ_SIZE))
+        data = _recv_nowait(sock) if eager else None
+        if data is None:
+            if not wait_readable(sock, deadline):
+                return handshake.reject(RequestTimeout("handshake_timeout"))
+            data = sock.recv(_READ_SIZE)
+        decision = handshake.receive_data(data)
         if decision is not None:
             return decision
+
+
+def _recv_nowait(sock: socket.socket) -> bytes | None:
+    """What has already arrived, or None when nothing has (never blocks)."""
+    try:
+        return sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
 
 
 def _send_and_close(sock: socket.socket, response: bytes) -> None:
