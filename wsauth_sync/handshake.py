@@ -107,8 +107,7 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
         raise BadRequest("duplicate_version")
     if versions[0].strip() != "13":
         raise UnsupportedVersion("unsupported_version")
-    if request.get_all("transfer-encoding") or any(
-            value.strip() != "0" for value in request.get_all("content-length")):
+    if request.declares_body:
         raise BadRequest("request_body")
     return key
 

@@ -102,7 +102,7 @@ class RequestReader:
                 raise BadRequest("malformed_request") from None
             if isinstance(event, h11.Request):
                 self._request = UpgradeRequest.from_h11(event, client=self.client)
-                if _declares_body(self._request):
+                if self._request.declares_body:
                     return self._request  # refused by the checks; never read the body
             elif isinstance(event, h11.EndOfMessage):
                 return self._request
@@ -249,7 +249,3 @@ def _looks_like_request_line(line: bytes) -> bool:
     parts = line.rstrip(b"\r").split(b" ")
     return len(parts) == 3 and all(parts) and parts[2].startswith(b"HTTP/")
 
-
-def _declares_body(request: UpgradeRequest) -> bool:
-    lengths = request.get_all("content-length")
-    return bool(request.get_all("transfer-encoding")) or any(v.strip() != "0" for v in lengths)

@@ -91,7 +91,7 @@ class UpgradeRequest:
             BadRequest: a value holds non-ASCII characters (400).
         """
         pairs = tuple((name.lower(), value.strip(" \t")) for name, value in headers)
-        if not all(_ascii(text) for pair in pairs for text in pair) or not _ascii(target):
+        if not all(text.isascii() for pair in pairs for text in pair) or not target.isascii():
             raise BadRequest("non_ascii_header")
         return cls(method=method, target=target, headers=pairs,
                    http_version=http_version.removeprefix("HTTP/"), client=client)
@@ -109,11 +109,10 @@ class UpgradeRequest:
                           ("CONTENT_TYPE", "content-type")):
             if environ.get(key):
                 headers.append((name, environ[key]))
-        port = environ.get("REMOTE_PORT")
-        client = (environ.get("REMOTE_ADDR", ""), int(port)) if port else None
         return cls.from_fields(method=environ.get("REQUEST_METHOD", ""),
                                target=_environ_target(environ), headers=headers,
-                               http_version=environ.get("SERVER_PROTOCOL", ""), client=client)
+                               http_version=environ.get("SERVER_PROTOCOL", ""),
+                               client=environ_client(environ))
 
     @property
     def path(self) -> str:
@@ -148,6 +147,12 @@ class UpgradeRequest:
         if len(values) > 1:
             raise BadRequest(f"duplicate_{name}")
         return values[0] if values else None
+
+    @property
+    def declares_body(self) -> bool:
+        """True with ``Transfer-Encoding`` or a non-zero ``Content-Length``."""
+        return bool(self.get_all("transfer-encoding")) or any(
+            value.strip() != "0" for value in self.get_all("content-length"))
 
     @property
     def subprotocols(self) -> list[str]:
@@ -191,10 +196,6 @@ class UpgradeRequest:
         return self.replace(target=redact_query(self.target, names), headers=headers)
 
 
-def _ascii(text: str) -> bool:
-    return text.isascii()
-
-
 def _environ_target(environ: Mapping[str, Any]) -> str:
     # The raw target when the server keeps it (gunicorn, Werkzeug: RAW_URI or
     # REQUEST_URI); otherwise rebuilt from the decoded path (latin-1 per PEP 3333).
@@ -205,6 +206,12 @@ def _environ_target(environ: Mapping[str, Any]) -> str:
     target = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~")
     query = environ.get("QUERY_STRING", "")
     return f"{target}?{query}" if query else target
+
+
+def environ_client(environ: Mapping[str, Any]) -> Address | None:
+    """The peer address of a WSGI environ, when the server gives its port."""
+    port = environ.get("REMOTE_PORT")
+    return (str(environ.get("REMOTE_ADDR", "")), int(port)) if port else None
 
 
 def environ_path(environ: Mapping[str, Any]) -> str:

@@ -67,7 +67,7 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
         if ssl_context is not None:
             sock = _tls_handshake(sock, ssl_context, deadline, address)
         handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
-        decision, response, trailing = _answer(handshake,
+        decision, response, trailing = answer(handshake,
                                                _read_decision(sock, handshake, deadline),
                                                deadline)
         del handshake  # the parser is not needed while the WebSocket lives: free it
@@ -117,7 +117,7 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
     deadline = time.monotonic() + app.handshake_timeout
     handshake = ServerHandshake(app.policy, limits=app.head_limits, client=request.client)
     try:
-        decision, response, trailing = _answer(handshake, decide_parsed(handshake, request),
+        decision, response, trailing = answer(handshake, decide_parsed(handshake, request),
                                                deadline)
         _deliver(sock, decision, response, app, trailing_data=trailing + buffered,
                  address=request.client)
@@ -156,9 +156,12 @@ def take_buffered(reader: object, sock: socket.socket) -> bytes:
     return reader.read(len(pending)) if pending else b""
 
 
-def _answer(handshake: ServerHandshake, decision: Decision,
+def answer(handshake: ServerHandshake, decision: Decision,
             deadline: float) -> tuple[Decision, bytes, bytes]:
-    """The final decision, the bytes that answer it, and any bytes past the head."""
+    """The final decision, the bytes that answer it, and any bytes past the head.
+
+    An :class:`Accept` that arrives after ``deadline`` (a slow verifier) becomes a 503.
+    """
     if isinstance(decision, Accept) and time.monotonic() > deadline:
         decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
     if isinstance(decision, Accept):

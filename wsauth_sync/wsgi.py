@@ -31,12 +31,12 @@ from typing import Any
 
 from . import audit
 from .app import WebSocketApp
-from .errors import HandshakeError, NoSocketTakeover, ServiceUnavailable, WSAuthError
-from .handshake import Accept, Rejected, Served, ServerHandshake
+from .errors import HandshakeError, NoSocketTakeover, WSAuthError
+from .handshake import Rejected, Served, ServerHandshake
 from .http11 import rejection_parts
-from .request import UpgradeRequest, environ_path
+from .request import UpgradeRequest, environ_client, environ_path
 from .sources import QueryToken
-from .upgrade import decide_parsed, serve_accepted, take_buffered
+from .upgrade import answer, decide_parsed, serve_accepted, take_buffered
 
 logger = logging.getLogger("wsauth_sync")
 
@@ -85,9 +85,9 @@ class WebSocketMiddleware:
             return self.app(environ, start_response)
         takeover = _find_socket(environ)
         deadline = time.monotonic() + self.ws_app.handshake_timeout
+        client = environ_client(environ)
         handshake = ServerHandshake(self.ws_app.policy, limits=self.ws_app.head_limits,
-                                    client=_client(environ))
-        client = _client(environ)
+                                    client=client)
         if takeover is None:
             self._warn_no_takeover(environ)
             return self._refuse(handshake.reject(NoSocketTakeover("no_socket_takeover")),
@@ -96,9 +96,7 @@ class WebSocketMiddleware:
             request = UpgradeRequest.from_environ(environ)
         except HandshakeError as error:
             return self._refuse(handshake.reject(error), start_response, client)
-        decision = decide_parsed(handshake, request)
-        if isinstance(decision, Accept) and time.monotonic() > deadline:
-            decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
+        decision, response, _ = answer(handshake, decide_parsed(handshake, request), deadline)
         if isinstance(decision, Rejected):
             return self._refuse(decision, start_response, client)
         if isinstance(decision, Served):
@@ -109,7 +107,7 @@ class WebSocketMiddleware:
         key, sock = takeover
         sock.settimeout(None)  # the connection keeps its own deadlines from here on
         with contextlib.suppress(OSError):  # the client left before the 101: nothing to do
-            serve_accepted(sock, decision, self.ws_app, response=handshake.accept(decision),
+            serve_accepted(sock, decision, self.ws_app, response=response,
                            trailing_data=_buffered_bytes(environ, key, sock),
                            address=request.client)
         # Tell the host server the exchange is over, in the way it handles silently.
@@ -146,10 +144,6 @@ def _find_socket(environ: Environ) -> tuple[str, socket.socket] | None:
             return key, sock
     return None
 
-
-def _client(environ: Environ) -> tuple[str, int] | None:
-    port = environ.get("REMOTE_PORT")
-    return (str(environ.get("REMOTE_ADDR", "")), int(port)) if port else None
 
 
 def _buffered_bytes(environ: Environ, key: str, sock: socket.socket) -> bytes:
