@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+import functools
 import math
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .errors import ConfigurationError, ServiceUnavailable, TooManyRequests
 from .timers import TIMERS
 from .verifiers import Identity, RevocationSource, Verifier
+from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from .connection import WebSocket
@@ -87,14 +88,12 @@ class TimeLimitedVerifier:
         self.verifier = verifier
         self.timeout = timeout
         self.workers = workers
-        self._jobs: queue.SimpleQueue[tuple[str, _Result]] = queue.SimpleQueue()
-        self._started = 0
-        self._idle = 0
-        self._lock = threading.Lock()
+        self._pool = WorkerPool(keep_idle=workers, max_threads=workers, name="wsauth-verify")
 
     def __call__(self, token: str, /) -> Identity:
         result = _Result()
-        self._submit(token, result)
+        # At `workers` busy threads the call waits its turn, within the same timeout.
+        self._pool.submit(functools.partial(self._run, token, result))
         if not result.done.wait(self.timeout):
             result.abandoned = True
             raise ServiceUnavailable("verifier_timeout")
@@ -103,28 +102,14 @@ class TimeLimitedVerifier:
         assert result.value is not None  # set together with done, or error was
         return result.value
 
-    def _submit(self, token: str, result: _Result) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle -= 1  # an idle worker will take it
-            elif self._started < self.workers:
-                self._started += 1
-                threading.Thread(target=self._work, daemon=True,
-                                 name=f"wsauth-verify-{self._started}").start()
-            # else: every worker is busy; the job waits, within the caller's timeout
-        self._jobs.put((token, result))
-
-    def _work(self) -> None:
-        while True:
-            token, result = self._jobs.get()
-            if not result.abandoned:
-                try:
-                    result.value = self.verifier(token)
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-                    result.error = exc
-                result.done.set()
-            with self._lock:
-                self._idle += 1
+    def _run(self, token: str, result: _Result) -> None:
+        if result.abandoned:
+            return  # the handshake already answered 503
+        try:
+            result.value = self.verifier(token)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            result.error = exc
+        result.done.set()
 
     def __repr__(self) -> str:
         return f"TimeLimitedVerifier({self.verifier!r}, timeout={self.timeout})"

@@ -1,4 +1,4 @@
-"""Connection threads that are reused instead of started for every connection.
+"""Threads that are reused instead of started for every job (connections, verifier calls).
 
 Starting a thread costs a system call and a wait for the new thread to run; at thousands
 of handshakes a second that is a large share of the work. A :class:`WorkerPool` keeps up
@@ -20,39 +20,55 @@ Job = Callable[[], None]
 
 
 class WorkerPool:
-    """Run each job on its own thread, reusing idle threads."""
+    """Run each job on a thread of its own, reusing idle threads.
 
-    def __init__(self, *, keep_idle: int = 64, name: str = "wsauth-conn") -> None:
+    Args:
+        keep_idle: finished threads kept waiting for the next job.
+        max_threads: when every one of this many threads is busy, jobs wait their turn;
+            None starts a thread for every job that finds none idle.
+        name: thread name prefix.
+    """
+
+    def __init__(self, *, keep_idle: int = 64, max_threads: int | None = None,
+                 name: str = "wsauth-conn") -> None:
         self.keep_idle = keep_idle
+        self.max_threads = max_threads
         self.name = name
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._idle = 0
+        self._waiting = 0  # jobs queued for a busy thread to pick up next
         self._closing = False
         self._threads: set[threading.Thread] = set()
 
     def submit(self, job: Job) -> None:
-        """Start ``job`` now, on an idle thread or a new one."""
+        """Start ``job`` on an idle thread or a new one, or queue it at ``max_threads``."""
         with self._lock:
             if self._idle:
                 self._idle -= 1
-                self._jobs.put(job)
+            elif self.max_threads is None or len(self._threads) < self.max_threads:
+                thread = threading.Thread(target=self._work, args=(job,), daemon=True,
+                                          name=f"{self.name}-{len(self._threads) + 1}")
+                self._threads.add(thread)
+                thread.start()
                 return
-            thread = threading.Thread(target=self._work, args=(job,), daemon=True,
-                                      name=f"{self.name}-{len(self._threads) + 1}")
-            self._threads.add(thread)
-        thread.start()
+            else:
+                self._waiting += 1
+            self._jobs.put(job)
 
     def _work(self, job: Job | None) -> None:
         while job is not None:
             try:
                 job()
             except Exception:  # a job's failure must not cost the pool a thread silently
-                logger.exception("connection thread failed")
+                logger.exception("pool thread failed")
             with self._lock:
-                if self._closing or self._idle >= self.keep_idle:
+                if self._waiting:
+                    self._waiting -= 1  # a queued job is ours: take it without idling
+                elif self._closing or self._idle >= self.keep_idle:
                     break
-                self._idle += 1
+                else:
+                    self._idle += 1
             job = self._jobs.get()
         with self._lock:
             self._threads.discard(threading.current_thread())
