@@ -54,6 +54,13 @@ def running(app: WebSocketApp | None = None, **server_options: object) -> Iterat
         yield server
 
 
+def free_port() -> int:
+    """A loopback port free right now, for servers that need it in their configuration."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def ws_url(server: WebSocketServer, path: str = "/ws") -> str:
     host, port = server.address
     return f"ws://{host}:{port}{path}"

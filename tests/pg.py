@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers import free_port
 
 
 def _binaries() -> str:
@@ -31,11 +32,6 @@ def _as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def run_postgres() -> Iterator[str]:
     """Start a cluster in a temporary folder; yield its DSN; stop and delete it."""
@@ -44,7 +40,7 @@ def run_postgres() -> Iterator[str]:
     data = os.path.join(folder, "data")
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     subprocess.run(_as_owner([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres",
                               "--no-sync"]), check=True, capture_output=True, timeout=120)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"

@@ -8,14 +8,13 @@ kept in ``artifacts/``.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import SECRET, make_app, running, wait_for
+from helpers import SECRET, free_port, make_app, running, wait_for
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from wsauth_sync import CookieToken, QueryToken, SubprotocolToken, WebSocketServer
@@ -26,11 +25,6 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--disable-default-apps", "--disable-extensions"]
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def site() -> Iterator[tuple[WebSocketServer, str]]:
     """The echo app with its demo page; its own origin is the only one allowed."""
-    port = _free_port()
+    port = free_port()
     origin = f"http://127.0.0.1:{port}"
     app = make_app(sources=[QueryToken(), SubprotocolToken(), CookieToken()],
                    allowed_origins=[origin], pages={"/": demo_page("/ws")})

@@ -306,27 +306,31 @@ def test_empty_query_token_is_401_without_verifier() -> None:
     assert (status, result.error.reason, calls) == (401, "empty_token", 0)
 
 
-def test_token_over_8_kib_is_401_without_verifier() -> None:
-    # With the default 8 KiB header line such a token is refused earlier (431); a
-    # deployment that raises the line limit still never hands it to the verifier.
+def bearer_with_roomy_limits(token_length: int) -> tuple[Rejected, SpyVerifier]:
+    """A bearer token of ``token_length`` under head limits raised to let it through.
+
+    With the default 8 KiB header line such tokens are refused earlier (431).
+    """
     spy = SpyVerifier()
     handshake = ServerHandshake(HandshakePolicy(verifier=spy),
                                 limits=HeadLimits(max_line_length=16 * 1024,
                                                   max_head_size=32 * 1024))
-    result = handshake.receive_data(valid("/ws", extra=f"Authorization: Bearer {'a' * 8193}\r\n"))
+    result = handshake.receive_data(
+        valid("/ws", extra=f"Authorization: Bearer {'a' * token_length}\r\n"))
     assert isinstance(result, Rejected)
+    return result, spy
+
+
+def test_token_over_8_kib_is_401_without_verifier() -> None:
+    # A deployment that raises the line limit still never hands it to the verifier.
+    result, spy = bearer_with_roomy_limits(8193)
     status, headers, _ = parse_response(result.response)
     assert (status, result.error.reason, spy.calls) == (401, "token_too_long", [])
     assert 'error="invalid_token"' in headers["www-authenticate"]
 
 
 def test_token_of_exactly_8_kib_reaches_the_verifier() -> None:
-    spy = SpyVerifier()
-    handshake = ServerHandshake(HandshakePolicy(verifier=spy),
-                                limits=HeadLimits(max_line_length=16 * 1024,
-                                                  max_head_size=32 * 1024))
-    result = handshake.receive_data(valid("/ws", extra=f"Authorization: Bearer {'a' * 8192}\r\n"))
-    assert isinstance(result, Rejected)
+    result, spy = bearer_with_roomy_limits(8192)
     assert (result.error.reason, len(spy.calls)) == ("unknown_token", 1)
 
 

@@ -20,6 +20,7 @@ import pytest
 import trustme
 from helpers import (
     SECRET,
+    free_port,
     handshake_bytes,
     make_app,
     parse_response,
@@ -36,11 +37,6 @@ from wsauth_sync.guards import FailedAuthLimiter
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "nginx.conf"
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -74,7 +70,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     app = make_app(sources=[QueryToken(), BearerToken()], trusted_proxies=["127.0.0.1"],
                    limiter=FailedAuthLimiter(rate=0.01, burst=1))
     with running(app) as app_server:
-        http_port, https_port = _free_port(), _free_port()
+        http_port, https_port = free_port(), free_port()
         text = CONFIG.read_text()
         for old, new in (("127.0.0.1:8765", f"127.0.0.1:{app_server.address[1]}"),
                          ("127.0.0.1:8080", f"127.0.0.1:{http_port}"),
