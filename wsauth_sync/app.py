@@ -11,6 +11,11 @@ import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal
 
+from .caps import (
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
+    ConnectionCaps,
+)
 from .connection import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_FRAGMENTS,
@@ -29,6 +34,8 @@ from .handshake import (
     HandshakePolicy,
 )
 from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page
+from .origin import client_ip
+from .request import UpgradeRequest
 from .sources import TokenSource
 from .verifiers import Verifier
 
@@ -78,6 +85,10 @@ class WebSocketApp:
             verifier can report them (``revoked_since``, e.g. a key store); their open
             connections are closed with 1008.
         pages: ``{path: Page}`` served to plain GET requests (a demo page, say).
+        max_connections_per_identity: open connections one token subject may hold;
+            past it a handshake gets 429 + ``Retry-After`` (None: no cap).
+        max_connections_per_ip: open connections one client address may hold (the
+            address behind a trusted proxy); 429 past it (None: no cap).
 
     Raises:
         ConfigurationError: a missing or unsafe setting.
@@ -109,6 +120,8 @@ class WebSocketApp:
         required_scopes: Mapping[str, Collection[str]] | None = None,
         revocation_interval: float = DEFAULT_REVOCATION_INTERVAL,
         pages: Mapping[str, Page] | None = None,
+        max_connections_per_identity: int | None = DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
+        max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
         if not routes or not all(callable(handler) for handler in routes.values()):
             raise ConfigurationError("routes must map at least one path to a handler")
@@ -147,6 +160,13 @@ class WebSocketApp:
         self.ping_timeout = ping_timeout
         self.idle_timeout = idle_timeout
         self.close_on_expiry = close_on_expiry
+        self.caps = ConnectionCaps(per_identity=max_connections_per_identity,
+                                   per_address=max_connections_per_ip,
+                                   exempt_addresses=trusted_proxies)
+
+    def client_address(self, request: UpgradeRequest) -> str:
+        """The client's IP for caps and budgets: the peer, or the one its proxy names."""
+        return client_ip(request, self.policy.trusted_proxies)
 
     def connection(self, sock: socket.socket, accept: Accept, *,
                    trailing_data: bytes = b"") -> WebSocket:

@@ -21,7 +21,7 @@ import base64
 import binascii
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 from .errors import (
     AuthenticationFailed,
@@ -321,15 +321,34 @@ class ServerHandshake:
         self._request: UpgradeRequest | None = None
 
     def receive_data(self, data: bytes) -> Accept | Rejected | Served | None:
-        """Feed bytes (``b""`` at end of stream); None means "need more"."""
+        """Feed bytes (``b""`` at end of stream); None means "need more".
+
+        The same as :meth:`receive_head` followed by :meth:`decide` once the head is whole.
+        """
+        head = self.receive_head(data)
+        return self.decide() if head is True else head
+
+    def receive_head(self, data: bytes) -> Literal[True] | Rejected | None:
+        """Parse only: True once the head is whole, a refusal if it is malformed or too
+        large, None for "need more". No verifier runs here, so an event loop reading many
+        heads at once can call it without waiting on a database or a key server.
+        """
         try:
             self._request = self._reader.receive_data(data)
-            if self._request is None:
-                return None
-            page = self.policy.page_for(self._request)
+        except HandshakeError as error:
+            return self.reject(error)
+        return None if self._request is None else True
+
+    def decide(self) -> Accept | Rejected | Served:
+        """Decide on the head :meth:`receive_head` completed (this may call the verifier)."""
+        request = self._request
+        if request is None:
+            return self.reject(BadRequest("incomplete_request"))
+        try:
+            page = self.policy.page_for(request)
             if page is not None:
-                return Served(page, self._reader.page(page), self._request.redacted())
-            return self.policy.decide(self._request)
+                return Served(page, self._reader.page(page), request.redacted())
+            return self.policy.decide(request)
         except HandshakeError as error:
             return self.reject(error)
 

@@ -1,14 +1,17 @@
-"""The threaded server: an accept loop with caps, one thread per connection.
+"""The threaded server: an accept loop that reads request heads, one thread per connection.
 
-:class:`WebSocketServer` accepts connections and hands each to
-:func:`~wsauth_sync.upgrade.handle_socket` on its own thread, under a cap on connections
-and on handshakes in progress (total and per client address); beyond the caps it
-answers 503 without reading the request. Shutdown closes open connections with 1001.
+:class:`WebSocketServer` accepts connections and reads their request heads itself, all
+at once and without a thread each (see :mod:`~wsauth_sync.pending`): silent and slow
+clients cost memory, not threads, and past the pending caps the oldest is dropped. A
+whole head gets a thread from a pool, which decides, answers and runs the handler
+(:func:`~wsauth_sync.upgrade.finish_handshake`), under a cap on connections. Shutdown
+closes open connections with 1001.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
@@ -17,7 +20,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 
@@ -25,12 +27,22 @@ from . import audit
 from .app import WebSocketApp
 from .connection import WebSocket
 from .errors import ConfigurationError, ServiceUnavailable
+from .handshake import Rejected, ServerHandshake
+from .pending import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, Head, PendingHeads
 from .request import Address
 from .sources import CookieToken, QueryToken
-from .upgrade import handle_socket, reject_socket
+from .upgrade import finish_handshake
 from .workers import WorkerPool
 
 logger = logging.getLogger("wsauth_sync")
+
+#: Listen queue length by default: a burst of clients waits in the kernel, not refused.
+DEFAULT_BACKLOG = 1024
+# Connections taken from the listen queue per wake-up, so heads already read get their
+# deadlines checked between bursts.
+_ACCEPTS_PER_WAKEUP = 64
+# Out of file descriptors with nothing to evict: wait this long before accepting again.
+_FD_EXHAUSTED_PAUSE = 0.05
 
 
 class WebSocketServer:
@@ -44,24 +56,27 @@ class WebSocketServer:
         app: routes, policy and limits.
         host: address to listen on (loopback by default).
         port: TCP port; 0 picks a free one.
-        max_connections: connections served at once, pending handshakes included;
-            beyond it handshakes get 503.
-        max_pending: handshakes in progress at once (slow or idle clients); 503 beyond.
-        max_pending_per_ip: handshakes in progress from one client address; 503
-            beyond. Behind a reverse proxy every client shares its address: raise it.
+        max_connections: connections being decided or served at once (threads);
+            beyond it handshakes get 503 + ``Retry-After: 1``.
+        max_pending: handshakes whose head is still arriving; past it the oldest is
+            dropped to make room. They cost memory (a few KiB each), not threads.
+        max_pending_per_ip: handshakes in progress from one client address; past it
+            that address's oldest is dropped. Trusted proxies are exempt.
         backlog: listen queue length; large enough that bursts are not refused.
-        ssl_context: serve ``wss://``; see :func:`handle_socket`.
+        ssl_context: serve ``wss://``; the TLS handshake counts against the
+            handshake deadline.
     """
 
     #: Extra threads allowed to answer 503 at capacity; past that, sockets are dropped.
     overflow_threads = 16
 
     def __init__(self, app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
-                 max_connections: int = 256, max_pending: int = 128,
-                 max_pending_per_ip: int = 16, backlog: int = 128,
+                 max_connections: int = 256, max_pending: int = DEFAULT_MAX_PENDING,
+                 max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
+                 backlog: int = DEFAULT_BACKLOG,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        if min(max_connections, max_pending, max_pending_per_ip) < 1:
-            raise ConfigurationError("connection and pending limits must be positive")
+        if min(max_connections, max_pending, max_pending_per_ip, backlog) < 1:
+            raise ConfigurationError("connection, pending and backlog limits must be positive")
         self.app = app
         self.max_connections = max_connections
         self.max_pending = max_pending
@@ -69,14 +84,14 @@ class WebSocketServer:
         self.ssl_context = ssl_context
         self._listener = _Listener(fileno=socket.create_server(
             (host, port), backlog=backlog).detach())
+        self._listener.setblocking(False)
         _warn_if_exposed(app, host, tls=ssl_context is not None)
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
         self._workers = WorkerPool()
-        self._active = 0  # connections being served (handshake or WebSocket)
+        self._active = 0  # connections being decided or served (threads)
         self._refusing = 0  # connections being told 503
-        self._pending: Counter[str] = Counter()  # handshakes in progress, by address
-        self._pending_total = 0
+        self._pending: PendingHeads | None = None  # lives in serve_forever
         self._open: set[WebSocket] = set()
         self._stopping = threading.Event()
         self._accept_thread: threading.Thread | None = None
@@ -87,69 +102,134 @@ class WebSocketServer:
         host, port = self._listener.getsockname()[:2]
         return host, port
 
+    @property
+    def pending_handshakes(self) -> int:
+        """Connections whose request head is still arriving."""
+        return len(self._pending) if self._pending is not None else 0
+
     def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown` is called."""
+        """Accept connections and read their heads until :meth:`shutdown` is called."""
         with selectors.DefaultSelector() as selector:
+            pending = self._pending = PendingHeads(
+                make_handshake=self._handshake, selector=selector, ready=self._ready,
+                timeout=self.app.handshake_timeout, max_pending=self.max_pending,
+                max_per_ip=self.max_pending_per_ip,
+                exempt=self.app.policy.trusted_proxies, ssl_context=self.ssl_context)
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self._listener:
-                        self._accept()
+            try:
+                while not self._stopping.is_set():
+                    for key, _ in selector.select(pending.time_left(time.monotonic())):
+                        if key.fileobj is self._listener:
+                            self._accept_some()
+                        elif key.data is not None:
+                            pending.advance(key.data)
+                    pending.expire(time.monotonic())
+            finally:
+                pending.close_all()
 
-    def _accept(self) -> None:
-        try:
-            sock, address = self._listener.accept()
-        except OSError:
-            return  # the client gave up before we got to it
-        address = address[:2]
-        ip = address[0]
-        with self._lock:
-            refusal = self._refusal(ip)
-            if refusal and (self._refusing >= self.overflow_threads or self.ssl_context):
-                sock.close()  # no thread to spare (or no plaintext answer on TLS)
-                audit.log_dropped(client=address, reason=refusal)
+    def _handshake(self, address: Address) -> ServerHandshake:
+        return ServerHandshake(self.app.policy, limits=self.app.head_limits, client=address)
+
+    def _accept_some(self) -> None:
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                sock, address = self._listener.accept()
+            except BlockingIOError:
                 return
-            if refusal:
-                self._refusing += 1
-                work = functools.partial(reject_socket, sock, address, self.app,
-                                         ServiceUnavailable(refusal, retry_after=1))
-            else:
-                self._active += 1
-                self._pending[ip] += 1
-                self._pending_total += 1
-                work = functools.partial(
-                    handle_socket, sock, address, self.app, ssl_context=self.ssl_context,
-                    open_connections=self._open,
-                    on_decided=functools.partial(self._decided, ip))
-        self._workers.submit(functools.partial(self._run, work, refusal is not None))
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            try:
+                self._admit(sock, address[:2])
+            except Exception:  # one connection's failure must never stop the accept loop
+                logger.exception("accepting a connection failed")
+                sock.close()
 
-    def _refusal(self, ip: str) -> str | None:
-        """Why a new connection from ``ip`` cannot be served now, or None."""
-        if self._active >= self.max_connections:
-            return "server_full"
-        if self._pending_total >= self.max_pending:
-            return "too_many_pending"
-        if self._pending[ip] >= self.max_pending_per_ip:
-            return "too_many_pending_from_ip"
-        return None
+    def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            return  # the client gave up before we got to it
+        # Out of descriptors: free the oldest pending handshake, or pause accepting
+        # briefly rather than spin on a listener that stays readable.
+        logger.warning("accept failed: %s", exc.strerror)
+        if self._pending is not None and len(self._pending):
+            self._pending.drop_oldest("pending_evicted")
+        else:
+            time.sleep(_FD_EXHAUSTED_PAUSE)
 
-    def _decided(self, ip: str) -> None:
+    def _admit(self, sock: socket.socket, address: Address) -> None:
         with self._lock:
-            self._pending[ip] -= 1
-            self._pending_total -= 1
-            if self._pending[ip] <= 0:
-                del self._pending[ip]
+            full = self._active >= self.max_connections
+        if not full:
+            assert self._pending is not None
+            self._pending.admit(sock, address)
+        elif self.ssl_context is not None:
+            sock.close()  # no TLS session yet, so no way to answer in plain text
+            audit.log_dropped(client=address, reason="server_full")
+        else:  # at capacity: answer without reading the request
+            handshake = self._handshake(address)
+            self._refuse(sock, address, handshake,
+                         handshake.reject(ServiceUnavailable("server_full", retry_after=1)),
+                         deadline=time.monotonic() + self.app.handshake_timeout)
 
-    def _run(self, work: Callable[[], None], refusing: bool) -> None:
+    def _ready(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
+               head: Head, deadline: float) -> None:
+        """A head is whole (or refused): decide and serve it on a pooled thread."""
+        sock.setblocking(True)
+        if head is True:
+            with self._lock:
+                full = self._active >= self.max_connections
+                if not full:
+                    self._active += 1
+            if full:
+                head = handshake.reject(ServiceUnavailable("server_full", retry_after=1))
+        if head is not True:
+            self._refuse(sock, address, handshake, head, deadline=deadline)
+            return
+        work = functools.partial(finish_handshake, sock, handshake, head, self.app,
+                                 deadline=deadline, address=address,
+                                 open_connections=self._open)
+        self._submit(sock, address, handshake, work, refusing=False)
+
+    def _refuse(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
+                rejected: Rejected, *, deadline: float) -> None:
+        """Answer a refusal on an overflow thread, which lets the client read all of it;
+        with none to spare, answer at once without waiting (the client may see a reset)."""
+        with self._lock:
+            spare = self._refusing < self.overflow_threads
+            if spare:
+                self._refusing += 1
+        if not spare:
+            _answer_now(sock, address, rejected)
+            return
+        work = functools.partial(finish_handshake, sock, handshake, rejected, self.app,
+                                 deadline=deadline, address=address)
+        self._submit(sock, address, handshake, work, refusing=True)
+
+    def _submit(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
+                work: Callable[[], None], *, refusing: bool) -> None:
+        try:
+            self._workers.submit(functools.partial(self._run, sock, work, refusing))
+        except RuntimeError:  # "can't start new thread": out of memory or thread limit
+            self._done(refusing=refusing)
+            _answer_now(sock, address, handshake.reject(
+                ServiceUnavailable("no_thread", retry_after=1)))
+
+    def _run(self, sock: socket.socket, work: Callable[[], None], refusing: bool) -> None:
         try:
             work()
+        except OSError:
+            pass  # the peer vanished mid-answer
         finally:
-            with self._lock:
-                if refusing:
-                    self._refusing -= 1
-                else:
-                    self._active -= 1
+            sock.close()
+            self._done(refusing=refusing)
+
+    def _done(self, *, refusing: bool) -> None:
+        with self._lock:
+            if refusing:
+                self._refusing -= 1
+            else:
+                self._active -= 1
 
     def start(self) -> WebSocketServer:
         """Run :meth:`serve_forever` in a background thread; returns ``self``."""
@@ -207,6 +287,15 @@ class _Listener(socket.socket):
     @property
     def type(self) -> socket.SocketKind:
         return self._type
+
+
+def _answer_now(sock: socket.socket, address: Address, rejected: Rejected) -> None:
+    """Log and send a refusal without blocking, then close (no thread to wait with)."""
+    audit.log_rejected(client=address, error=rejected.error, request=rejected.request)
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.send(rejected.response)
+    sock.close()
 
 
 def _warn_if_exposed(app: WebSocketApp, host: str, *, tls: bool) -> None:

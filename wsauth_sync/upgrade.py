@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, MutableSet
+from typing import Literal
 
 from . import audit
 from .app import WebSocketApp
@@ -67,21 +68,35 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
         if ssl_context is not None:
             sock = _tls_handshake(sock, ssl_context, deadline, address)
         handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
-        decision, response, trailing = answer(handshake,
-                                               _read_decision(sock, handshake, deadline),
-                                               deadline)
-        del handshake  # the parser is not needed while the WebSocket lives: free it
-        if on_decided is not None:
-            on_decided()
-            on_decided = None
-        _deliver(sock, decision, response, app, trailing_data=trailing, address=address,
-                 open_connections=open_connections)
+        head = _read_head(sock, handshake, deadline)
+        finish_handshake(sock, handshake, head, app, deadline=deadline, address=address,
+                         open_connections=open_connections, on_decided=on_decided)
+        on_decided = None
     except OSError:
         pass  # the peer vanished mid-write, or the TLS handshake failed (logged)
     finally:
         if on_decided is not None:
             on_decided()
         sock.close()
+
+
+def finish_handshake(sock: socket.socket, handshake: ServerHandshake,
+                     head: Literal[True] | Rejected, app: WebSocketApp, *, deadline: float,
+                     address: Address | None,
+                     open_connections: MutableSet[WebSocket] | None = None,
+                     on_decided: Callable[[], None] | None = None) -> None:
+    """Decide on a head already read into ``handshake``, answer, and run the handler.
+
+    ``head`` is what :meth:`ServerHandshake.receive_head` returned: True for a whole
+    head, or the refusal of a malformed or late one. Raises OSError if the peer goes.
+    """
+    decision = handshake.decide() if head is True else head
+    decision, response, trailing = answer(handshake, decision, deadline, app=app)
+    del handshake  # the parser is not needed while the WebSocket lives: free it
+    if on_decided is not None:
+        on_decided()
+    _deliver(sock, decision, response, app, trailing_data=trailing, address=address,
+             open_connections=open_connections)
 
 
 def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float,
@@ -97,7 +112,8 @@ def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float
         audit.log_dropped(client=address, reason="tls_handshake_failed")
         sock.close()
         raise
-    tls.settimeout(None)
+    # The timeout stays: every read until the decision is bounded by the deadline
+    # (see _recv_by); the connection resets it once the WebSocket is accepted.
     return tls
 
 
@@ -118,7 +134,7 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
     handshake = ServerHandshake(app.policy, limits=app.head_limits, client=request.client)
     try:
         decision, response, trailing = answer(handshake, decide_parsed(handshake, request),
-                                               deadline)
+                                               deadline, app=app)
         _deliver(sock, decision, response, app, trailing_data=trailing + buffered,
                  address=request.client)
     except OSError:
@@ -156,14 +172,21 @@ def take_buffered(reader: object, sock: socket.socket) -> bytes:
     return reader.read(len(pending)) if pending else b""
 
 
-def answer(handshake: ServerHandshake, decision: Decision,
-            deadline: float) -> tuple[Decision, bytes, bytes]:
+def answer(handshake: ServerHandshake, decision: Decision, deadline: float, *,
+           app: WebSocketApp) -> tuple[Decision, bytes, bytes]:
     """The final decision, the bytes that answer it, and any bytes past the head.
 
-    An :class:`Accept` that arrives after ``deadline`` (a slow verifier) becomes a 503.
+    An :class:`Accept` that arrives after ``deadline`` (a slow verifier) becomes a 503;
+    one over the app's per-identity or per-address cap a 429. An :class:`Accept` returned
+    here holds a place under those caps until :func:`serve_accepted` ends.
     """
     if isinstance(decision, Accept) and time.monotonic() > deadline:
         decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
+    if isinstance(decision, Accept):
+        try:
+            app.caps.reserve(decision.identity.subject, app.client_address(decision.request))
+        except HandshakeError as error:
+            decision = handshake.reject(error)
     if isinstance(decision, Accept):
         return decision, handshake.accept(decision), handshake.trailing_data
     return decision, decision.response, b""
@@ -191,34 +214,21 @@ def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, re
 
     Every shell ends here after an :class:`Accept`; the socket is shut down, not closed.
     """
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames, no delay
-    sock.sendall(response)
-    audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
-                       subprotocol=accept.subprotocol)
-    ws = app.connection(sock, accept, trailing_data=trailing_data)
-    _run_handler(app, ws, address, open_connections)
-
-
-def reject_socket(sock: socket.socket, address: Address | None, app: WebSocketApp,
-                  error: ServiceUnavailable) -> None:
-    """Answer a connection with ``error`` without reading its request, then close.
-
-    Used at capacity: no verifier work is spent, and the drain after the response
-    keeps the unread request from turning the close into a reset.
-    """
     try:
-        rejected = ServerHandshake(app.policy, client=address).reject(error)
-        audit.log_rejected(client=address, error=rejected.error, request=None)
-        _send_and_close(sock, rejected.response)
-    except OSError:
-        pass
+        sock.settimeout(None)  # the connection keeps its own deadlines from here on
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames
+        sock.sendall(response)
+        audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
+                           subprotocol=accept.subprotocol)
+        ws = app.connection(sock, accept, trailing_data=trailing_data)
+        _run_handler(app, ws, address, open_connections)
     finally:
-        sock.close()
+        app.caps.release(accept.identity.subject, app.client_address(accept.request))
 
 
-def _read_decision(sock: socket.socket, handshake: ServerHandshake,
-                   deadline: float) -> Decision:
+def _read_head(sock: socket.socket, handshake: ServerHandshake,
+               deadline: float) -> Literal[True] | Rejected:
     # One absolute deadline for the whole head: a client dribbling a byte a second is
     # cut off on time, which per-recv timeouts would never do.
     # The head has usually arrived with the connection: try a non-blocking read first
@@ -227,12 +237,27 @@ def _read_decision(sock: socket.socket, handshake: ServerHandshake,
     while True:
         data = _recv_nowait(sock) if eager else None
         if data is None:
-            if not wait_readable(sock, deadline):
+            data = _recv_by(sock, deadline)
+            if data is None:
                 return handshake.reject(RequestTimeout("handshake_timeout"))
-            data = sock.recv(_READ_SIZE)
-        decision = handshake.receive_data(data)
-        if decision is not None:
-            return decision
+        head = handshake.receive_head(data)
+        if head is not None:
+            return head
+
+
+def _recv_by(sock: socket.socket, deadline: float) -> bytes | None:
+    """One read that returns by ``deadline``: the data, or None when it passed first."""
+    if not wait_readable(sock, deadline):
+        return None
+    if not isinstance(sock, ssl.SSLSocket):
+        return sock.recv(_READ_SIZE)  # readable: a plain recv returns at once
+    # Readable is not enough on TLS: with part of a record in, SSL_read waits for the
+    # rest, so a client could stall there past the deadline. Bound the read itself.
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    try:
+        return sock.recv(_READ_SIZE)
+    except TimeoutError:
+        return None
 
 
 def _recv_nowait(sock: socket.socket) -> bytes | None:
@@ -244,13 +269,18 @@ def _recv_nowait(sock: socket.socket) -> bytes | None:
 
 
 def _send_and_close(sock: socket.socket, response: bytes) -> None:
-    """Send a refusal and end the connection so the client can read all of it."""
+    """Send a refusal and end the connection so the client can read all of it.
+
+    Every step is bounded: a client that stops reading, or stalls inside a TLS record,
+    holds this thread for at most ``_DRAIN_SECONDS``.
+    """
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    sock.settimeout(_DRAIN_SECONDS)
     sock.sendall(response)
     sock.shutdown(socket.SHUT_WR)
-    deadline = time.monotonic() + _DRAIN_SECONDS
     drained = 0
-    while drained < _DRAIN_BYTES and wait_readable(sock, deadline):
-        data = sock.recv(_READ_SIZE)
+    while drained < _DRAIN_BYTES:
+        data = _recv_by(sock, deadline)
         if not data:
             break
         drained += len(data)

@@ -96,7 +96,8 @@ class WebSocketMiddleware:
             request = UpgradeRequest.from_environ(environ)
         except HandshakeError as error:
             return self._refuse(handshake.reject(error), start_response, client)
-        decision, response, _ = answer(handshake, decide_parsed(handshake, request), deadline)
+        decision, response, _ = answer(handshake, decide_parsed(handshake, request), deadline,
+                                       app=self.ws_app)
         if isinstance(decision, Rejected):
             return self._refuse(decision, start_response, client)
         if isinstance(decision, Served):
