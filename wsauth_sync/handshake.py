@@ -77,7 +77,8 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
     Raises:
         MethodNotAllowed: not GET (405, ``Allow: GET``).
         HTTPVersionNotSupported: HTTP/1.0 (505).
-        BadRequest: Host, key, version header or body problems (400).
+        BadRequest: Host, key, version header or body problems, one of these headers
+            repeated, on two lines or joined by a comma (400).
         NotFound: the path is not served (404).
         UpgradeRequired: no ``Upgrade: websocket`` / ``Connection: upgrade`` (426).
         UnsupportedVersion: ``Sec-WebSocket-Version`` other than 13 (426).
@@ -86,8 +87,12 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
         raise MethodNotAllowed("method_not_allowed")
     if request.http_version != "1.1":
         raise HTTPVersionNotSupported("http_version_not_supported")
-    hosts = request.get_all("host")
-    if len(hosts) != 1 or not _valid_host(hosts[0]):
+    # Host, the key and the version are single values whose grammar has no comma
+    # (RFC 9110 §7.2, RFC 6455 §4.2.1 and §11.3.1/§11.3.5): a comma means the header was
+    # repeated and a WSGI server joined the copies (RFC 9110 §5.3), so it is refused as a
+    # duplicate, as the socket server refuses two lines. A legitimate Host has no comma.
+    host = request.get_unlisted("host")
+    if host is None or not _valid_host(host):
         raise BadRequest("bad_host")
     if request.path not in paths:
         raise NotFound("unknown_path")
@@ -95,7 +100,7 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
         raise UpgradeRequired("not_websocket_upgrade")
     if "upgrade" not in (token.lower() for token in comma_list(request.get_all("connection"))):
         raise UpgradeRequired("no_connection_upgrade")
-    key = request.get_single("sec-websocket-key")
+    key = request.get_unlisted("sec-websocket-key")
     if key is None:
         raise BadRequest("missing_key")
     if not _valid_key(key):
@@ -103,7 +108,9 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
     versions = request.get_all("sec-websocket-version")
     if not versions:
         raise BadRequest("missing_version")
-    if len(versions) > 1:
+    # A client sends one version (RFC 6455 §4.2.1 item 6); only the server's 426 lists
+    # several, so "13, 8" is two headers joined, not a list to pick from.
+    if len(versions) > 1 or "," in versions[0]:
         raise BadRequest("duplicate_version")
     if versions[0].strip() != "13":
         raise UnsupportedVersion("unsupported_version")

@@ -39,11 +39,14 @@ def check_origin(request: UpgradeRequest, *, allowed: frozenset[str] | None,
     """Enforce the Origin allowlist (exact match after normalization, no wildcards).
 
     Raises:
-        BadRequest: more than one Origin header (RFC 6454 §7.3), 400.
+        BadRequest: more than one Origin header (RFC 6454 §7.3), also when joined
+            into one value with a comma, 400.
         Forbidden: Origin missing (unless allowed), ``null``, or not listed, 403.
     """
     origins = request.get_all("origin")
-    if len(origins) > 1:
+    # RFC 6454 §7.3: at most one Origin header. Its value is one origin, "null" or a
+    # space-separated list, never a comma: a comma is two headers a WSGI server joined.
+    if len(origins) > 1 or (origins and "," in origins[0]):
         raise BadRequest("duplicate_origin")
     if allowed is None:
         return

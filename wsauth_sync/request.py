@@ -148,6 +148,22 @@ class UpgradeRequest:
             raise BadRequest(f"duplicate_{name}")
         return values[0] if values else None
 
+    def get_unlisted(self, name: str) -> str | None:
+        """The value of a single header whose grammar has no comma (Host, say).
+
+        Servers that hand over a parsed head (WSGI, ``http.server``) join repeated
+        headers with ``","`` as RFC 9110 §5.3 allows for list headers only; for a header
+        that is never a list, a comma is how such a repeat arrives, so it counts as one.
+
+        Raises:
+            BadRequest: the header is repeated, as two lines or joined by a comma (400,
+                reason ``duplicate_<name>``).
+        """
+        value = self.get_single(name)
+        if value is not None and "," in value:
+            raise BadRequest(f"duplicate_{name}")
+        return value
+
     @property
     def declares_body(self) -> bool:
         """True with ``Transfer-Encoding`` or a non-zero ``Content-Length``."""
