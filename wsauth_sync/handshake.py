@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -38,10 +39,12 @@ from .errors import (
     UpgradeRequired,
 )
 from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page, RequestReader
-from .origin import check_origin, client_ip, origin_allowlist
+from .origin import check_origin, client_ip, origin_allowlist, trusted_proxy_set
 from .request import Address, UpgradeRequest, comma_list
 from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
 from .verifiers import Identity, Verifier
+
+logger = logging.getLogger("wsauth_sync")
 
 #: Bearer header and subprotocol: the sources that keep tokens out of URLs. Query and
 #: cookie tokens are opt-in (URLs are logged; cookies need an Origin allowlist).
@@ -165,13 +168,16 @@ class HandshakePolicy:
         allow_missing_origin: with an allowlist, also accept requests without Origin
             (non-browser clients); off by default.
         limiter: failed-authentication budget per client IP (429 beyond it).
-        trusted_proxies: peer addresses whose ``X-Forwarded-For`` names the client.
+        trusted_proxies: peer IP addresses whose ``X-Forwarded-For`` names the client;
+            ``"unix"`` trusts the peer of a Unix-domain socket. Without a client
+            address the limiter is skipped for that request (logged once).
         required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
         pages: ``{path: Page}`` answered to plain (non-upgrade) GET requests.
 
     Raises:
-        ConfigurationError: no paths, no sources, a bad limit, a malformed origin, or
-            a cookie source without an Origin allowlist (cross-site WebSocket hijacking).
+        ConfigurationError: no paths, no sources, a bad limit, a malformed origin or
+            trusted proxy, or a cookie source without an Origin allowlist (cross-site
+            WebSocket hijacking).
     """
 
     def __init__(
@@ -204,7 +210,8 @@ class HandshakePolicy:
             raise ConfigurationError("a cookie token source needs allowed_origins")
         self.allow_missing_origin = allow_missing_origin
         self.limiter = limiter
-        self.trusted_proxies = frozenset(trusted_proxies)
+        self.trusted_proxies = trusted_proxy_set(trusted_proxies)
+        self._warned_unknown_client = False
         self.pages = dict(pages or {})
         self.required_scopes = {path: frozenset(scopes)
                                 for path, scopes in (required_scopes or {}).items()}
@@ -235,14 +242,29 @@ class HandshakePolicy:
         check_origin(request, allowed=self.allowed_origins,
                      allow_missing=self.allow_missing_origin)
         client = client_ip(request, self.trusted_proxies)
-        if self.limiter is not None:
-            self.limiter.check(client)
+        limiter = self._limiter_for(client)
+        if limiter is not None and client is not None:
+            limiter.check(client)
         try:
             return self._authenticate(request, key)
         except AuthenticationFailed:
-            if self.limiter is not None:
-                self.limiter.failed(client)
+            if limiter is not None and client is not None:
+                limiter.failed(client)
             raise
+
+    def _limiter_for(self, client: str | None) -> FailureLimiter | None:
+        # With no client address (a Unix-socket peer not declared a trusted proxy, say)
+        # one shared bucket would let one client's failures lock out everyone with 429:
+        # such requests skip the limiter, and the operator is told once how to fix it.
+        if client is not None or self.limiter is None:
+            return self.limiter
+        if not self._warned_unknown_client:
+            self._warned_unknown_client = True
+            logger.warning("client address unknown (a Unix-socket peer not in "
+                           "trusted_proxies, or no peer address): the failed-authentication "
+                           "limiter is skipped for such requests; behind a proxy on a Unix "
+                           "socket set trusted_proxies=['unix'] and forward X-Forwarded-For")
+        return None
 
     def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
         found = find_token(request, self.sources)
