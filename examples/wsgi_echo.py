@@ -1,6 +1,7 @@
 """A plain WSGI app: an HTTP page at ``/`` and the authenticated echo WebSocket at ``/ws``.
 
-Tokens come from the ``WSAUTH_TOKENS`` environment variable (comma-separated).
+Tokens come from the ``WSAUTH_TOKENS`` environment variable (comma-separated), trusted
+proxies from ``WSAUTH_TRUSTED_PROXIES`` (comma-separated; ``unix`` for a Unix socket).
 
     WSAUTH_TOKENS=secret-one,secret-two gunicorn -k gthread --threads 32 \\
         -b 127.0.0.1:8000 examples.wsgi_echo:app
@@ -30,6 +31,10 @@ TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split("
           if token.strip()]
 if not TOKENS:
     sys.exit("set WSAUTH_TOKENS to one or more comma-separated tokens")
+# Proxies whose X-Forwarded-For names the client: IP addresses, or "unix" for nginx in
+# front of gunicorn on a Unix socket (--bind unix:/run/app.sock). None by default.
+TRUSTED_PROXIES = [proxy.strip() for proxy in
+                   os.environ.get("WSAUTH_TRUSTED_PROXIES", "").split(",") if proxy.strip()]
 
 
 def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -44,6 +49,7 @@ app = WebSocketMiddleware(index, WebSocketApp(
     {"/ws": echo},
     verifier=StaticTokens(TOKENS),
     sources=[QueryToken(), BearerToken(), SubprotocolToken()],
+    trusted_proxies=TRUSTED_PROXIES,
 ))
 
 def _stop(signum: int, frame: object) -> None:

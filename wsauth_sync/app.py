@@ -70,7 +70,8 @@ class WebSocketApp:
         limiter: failed-authentication budget per client IP (429 beyond it); by default
             a :class:`~wsauth_sync.guards.FailedAuthLimiter` (20 failures, then 1/s);
             None turns it off.
-        trusted_proxies: peers whose ``X-Forwarded-For`` is believed (none by default).
+        trusted_proxies: peer IP addresses whose ``X-Forwarded-For`` is believed (none by
+            default); ``"unix"`` trusts the peer of a Unix-domain socket.
         verify_timeout: seconds a verifier call may take before the handshake gets 503
             (capped at ``handshake_timeout``); None runs it inline with no cut-off.
             Verifiers marked ``blocking = False`` (static tokens, JWT with a key) never

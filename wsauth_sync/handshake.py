@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -38,10 +39,12 @@ from .errors import (
     UpgradeRequired,
 )
 from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page, RequestReader
-from .origin import check_origin, client_ip, origin_allowlist
+from .origin import check_origin, client_ip, origin_allowlist, trusted_proxy_set
 from .request import Address, UpgradeRequest, comma_list
 from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
 from .verifiers import Identity, Verifier
+
+logger = logging.getLogger("wsauth_sync")
 
 #: Bearer header and subprotocol: the sources that keep tokens out of URLs. Query and
 #: cookie tokens are opt-in (URLs are logged; cookies need an Origin allowlist).
@@ -77,7 +80,8 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
     Raises:
         MethodNotAllowed: not GET (405, ``Allow: GET``).
         HTTPVersionNotSupported: HTTP/1.0 (505).
-        BadRequest: Host, key, version header or body problems (400).
+        BadRequest: Host, key, version header or body problems, one of these headers
+            repeated, on two lines or joined by a comma (400).
         NotFound: the path is not served (404).
         UpgradeRequired: no ``Upgrade: websocket`` / ``Connection: upgrade`` (426).
         UnsupportedVersion: ``Sec-WebSocket-Version`` other than 13 (426).
@@ -86,8 +90,12 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
         raise MethodNotAllowed("method_not_allowed")
     if request.http_version != "1.1":
         raise HTTPVersionNotSupported("http_version_not_supported")
-    hosts = request.get_all("host")
-    if len(hosts) != 1 or not _valid_host(hosts[0]):
+    # Host, the key and the version are single values whose grammar has no comma
+    # (RFC 9110 §7.2, RFC 6455 §4.2.1 and §11.3.1/§11.3.5): a comma means the header was
+    # repeated and a WSGI server joined the copies (RFC 9110 §5.3), so it is refused as a
+    # duplicate, as the socket server refuses two lines. A legitimate Host has no comma.
+    host = request.get_unlisted("host")
+    if host is None or not _valid_host(host):
         raise BadRequest("bad_host")
     if request.path not in paths:
         raise NotFound("unknown_path")
@@ -95,7 +103,7 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
         raise UpgradeRequired("not_websocket_upgrade")
     if "upgrade" not in (token.lower() for token in comma_list(request.get_all("connection"))):
         raise UpgradeRequired("no_connection_upgrade")
-    key = request.get_single("sec-websocket-key")
+    key = request.get_unlisted("sec-websocket-key")
     if key is None:
         raise BadRequest("missing_key")
     if not _valid_key(key):
@@ -103,7 +111,9 @@ def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
     versions = request.get_all("sec-websocket-version")
     if not versions:
         raise BadRequest("missing_version")
-    if len(versions) > 1:
+    # A client sends one version (RFC 6455 §4.2.1 item 6); only the server's 426 lists
+    # several, so "13, 8" is two headers joined, not a list to pick from.
+    if len(versions) > 1 or "," in versions[0]:
         raise BadRequest("duplicate_version")
     if versions[0].strip() != "13":
         raise UnsupportedVersion("unsupported_version")
@@ -158,13 +168,16 @@ class HandshakePolicy:
         allow_missing_origin: with an allowlist, also accept requests without Origin
             (non-browser clients); off by default.
         limiter: failed-authentication budget per client IP (429 beyond it).
-        trusted_proxies: peer addresses whose ``X-Forwarded-For`` names the client.
+        trusted_proxies: peer IP addresses whose ``X-Forwarded-For`` names the client;
+            ``"unix"`` trusts the peer of a Unix-domain socket. Without a client
+            address the limiter is skipped for that request (logged once).
         required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
         pages: ``{path: Page}`` answered to plain (non-upgrade) GET requests.
 
     Raises:
-        ConfigurationError: no paths, no sources, a bad limit, a malformed origin, or
-            a cookie source without an Origin allowlist (cross-site WebSocket hijacking).
+        ConfigurationError: no paths, no sources, a bad limit, a malformed origin or
+            trusted proxy, or a cookie source without an Origin allowlist (cross-site
+            WebSocket hijacking).
     """
 
     def __init__(
@@ -197,7 +210,8 @@ class HandshakePolicy:
             raise ConfigurationError("a cookie token source needs allowed_origins")
         self.allow_missing_origin = allow_missing_origin
         self.limiter = limiter
-        self.trusted_proxies = frozenset(trusted_proxies)
+        self.trusted_proxies = trusted_proxy_set(trusted_proxies)
+        self._warned_unknown_client = False
         self.pages = dict(pages or {})
         self.required_scopes = {path: frozenset(scopes)
                                 for path, scopes in (required_scopes or {}).items()}
@@ -228,14 +242,29 @@ class HandshakePolicy:
         check_origin(request, allowed=self.allowed_origins,
                      allow_missing=self.allow_missing_origin)
         client = client_ip(request, self.trusted_proxies)
-        if self.limiter is not None:
-            self.limiter.check(client)
+        limiter = self._limiter_for(client)
+        if limiter is not None and client is not None:
+            limiter.check(client)
         try:
             return self._authenticate(request, key)
         except AuthenticationFailed:
-            if self.limiter is not None:
-                self.limiter.failed(client)
+            if limiter is not None and client is not None:
+                limiter.failed(client)
             raise
+
+    def _limiter_for(self, client: str | None) -> FailureLimiter | None:
+        # With no client address (a Unix-socket peer not declared a trusted proxy, say)
+        # one shared bucket would let one client's failures lock out everyone with 429:
+        # such requests skip the limiter, and the operator is told once how to fix it.
+        if client is not None or self.limiter is None:
+            return self.limiter
+        if not self._warned_unknown_client:
+            self._warned_unknown_client = True
+            logger.warning("client address unknown (a Unix-socket peer not in "
+                           "trusted_proxies, or no peer address): the failed-authentication "
+                           "limiter is skipped for such requests; behind a proxy on a Unix "
+                           "socket set trusted_proxies=['unix'] and forward X-Forwarded-For")
+        return None
 
     def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
         found = find_token(request, self.sources)

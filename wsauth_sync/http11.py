@@ -12,6 +12,7 @@ Responses go through the same h11 connection, so they are framed correctly (h11 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import h11
@@ -37,6 +38,9 @@ class HeadLimits:
 
 
 DEFAULT_HEAD_LIMITS = HeadLimits()
+
+# RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT
+_HTTP_VERSION = re.compile(r"[0-9]\.[0-9]")
 
 # Serialized refusals, by everything that shapes their bytes (see RequestReader.reject).
 _RESPONSES: dict[tuple[object, ...], bytes] = {}
@@ -223,9 +227,18 @@ def request_head(request: UpgradeRequest) -> bytes:
     try:
         event = h11.Request(method=request.method, target=request.target,
                             headers=list(request.headers), http_version=request.http_version)
-        return h11.Connection(h11.CLIENT).send(event) or b""
+        if request.http_version == "1.1":
+            return h11.Connection(h11.CLIENT).send(event) or b""
     except h11.LocalProtocolError:
         raise BadRequest("malformed_request") from None
+    # h11 writes nothing but HTTP/1.1, which would turn an HTTP/1.0 request into a
+    # valid one (or a 400): write the line with the version as received, so the core
+    # answers 505 as it does on the wire. The event above has validated every field.
+    if not _HTTP_VERSION.fullmatch(request.http_version):
+        raise BadRequest("malformed_request")
+    lines = [b"%s %s HTTP/%s\r\n" % (event.method, event.target, event.http_version)]
+    lines += [b"%s: %s\r\n" % pair for pair in event.headers.raw_items()]
+    return b"".join(lines) + b"\r\n"
 
 
 def rejection_parts(error: HandshakeError, *,

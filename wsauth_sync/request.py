@@ -9,6 +9,7 @@ so no later ``decode`` can raise on hostile input.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,10 @@ SENSITIVE_QUERY_PARAMS = frozenset(
     {"token", "access_token", "id_token", "api_key", "apikey", "jwt"})
 
 Address = tuple[str, int]
+
+#: The peer of a connection on a Unix-domain socket: no address, only the socket file.
+#: ``trusted_proxies=["unix"]`` declares it a proxy (nginx in front of gunicorn, say).
+UNIX_PEER: Address = ("unix", 0)
 
 
 def comma_list(values: Iterable[str]) -> list[str]:
@@ -97,11 +102,18 @@ class UpgradeRequest:
                    http_version=http_version.removeprefix("HTTP/"), client=client)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, Any]) -> UpgradeRequest:
-        """Build from a WSGI environ (PEP 3333).
+    def from_environ(cls, environ: Mapping[str, Any], *,
+                     client: Address | None = None) -> UpgradeRequest:
+        """Build from a WSGI environ (PEP 3333), HTTP version included.
 
-        WSGI servers join repeated headers with ``", "``, so a duplicated single-value
-        header (two keys, say) arrives as one malformed value and is refused as such.
+        WSGI servers join repeated headers with ``","`` (or keep only the last): a
+        repeated single-value header arrives as one value with a comma, which the checks
+        refuse as a duplicate (:meth:`get_unlisted`).
+
+        Args:
+            environ: the request's environ.
+            client: the peer when the shell knows it better (a Unix socket, say);
+                by default :func:`environ_client`.
         """
         headers = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
                    if key.startswith("HTTP_")]
@@ -112,7 +124,7 @@ class UpgradeRequest:
         return cls.from_fields(method=environ.get("REQUEST_METHOD", ""),
                                target=_environ_target(environ), headers=headers,
                                http_version=environ.get("SERVER_PROTOCOL", ""),
-                               client=environ_client(environ))
+                               client=client or environ_client(environ))
 
     @property
     def path(self) -> str:
@@ -147,6 +159,22 @@ class UpgradeRequest:
         if len(values) > 1:
             raise BadRequest(f"duplicate_{name}")
         return values[0] if values else None
+
+    def get_unlisted(self, name: str) -> str | None:
+        """The value of a single header whose grammar has no comma (Host, say).
+
+        Servers that hand over a parsed head (WSGI, ``http.server``) join repeated
+        headers with ``","`` as RFC 9110 §5.3 allows for list headers only; for a header
+        that is never a list, a comma is how such a repeat arrives, so it counts as one.
+
+        Raises:
+            BadRequest: the header is repeated, as two lines or joined by a comma (400,
+                reason ``duplicate_<name>``).
+        """
+        value = self.get_single(name)
+        if value is not None and "," in value:
+            raise BadRequest(f"duplicate_{name}")
+        return value
 
     @property
     def declares_body(self) -> bool:
@@ -209,9 +237,19 @@ def _environ_target(environ: Mapping[str, Any]) -> str:
 
 
 def environ_client(environ: Mapping[str, Any]) -> Address | None:
-    """The peer address of a WSGI environ, when the server gives its port."""
-    port = environ.get("REMOTE_PORT")
-    return (str(environ.get("REMOTE_ADDR", "")), int(port)) if port else None
+    """The peer address of a WSGI environ, or None when it names no IP address.
+
+    PEP 3333 makes ``REMOTE_PORT`` optional (0 then). On a Unix socket servers give
+    ``""`` (gunicorn, cheroot) or ``"<local>"`` (Werkzeug): no address, so None, never
+    one shared value that would put every client in one failed-authentication bucket.
+    """
+    address = str(environ.get("REMOTE_ADDR") or "")
+    try:
+        ipaddress.ip_address(address)
+        port = int(environ.get("REMOTE_PORT") or 0)
+    except ValueError:
+        return None
+    return address, port
 
 
 def environ_path(environ: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .handshake import Accept, Rejected, Served, ServerHandshake
 from .http11 import request_head
-from .request import Address, UpgradeRequest
+from .request import UNIX_PEER, Address, UpgradeRequest
 
 logger = logging.getLogger("wsauth_sync")
 
@@ -54,7 +54,8 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
 
     Args:
         sock: a connected, blocking socket, nothing read from it yet.
-        address: the peer address, for logs.
+        address: the peer address, for logs and the failed-authentication limiter;
+            None when unknown (a Unix-socket peer is recognized as such).
         app: routes, policy and limits.
         ssl_context: serve TLS (wss://); the TLS handshake counts against the
             handshake deadline.
@@ -64,6 +65,8 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
             caller can count pending handshakes.
     """
     deadline = time.monotonic() + app.handshake_timeout
+    if not address and sock.family == socket.AF_UNIX:
+        address = UNIX_PEER  # no address; trusted_proxies=["unix"] may trust it
     try:
         if ssl_context is not None:
             sock = _tls_handshake(sock, ssl_context, deadline, address)

@@ -34,7 +34,7 @@ from .app import WebSocketApp
 from .errors import HandshakeError, NoSocketTakeover, WSAuthError
 from .handshake import Rejected, Served, ServerHandshake
 from .http11 import rejection_parts
-from .request import UpgradeRequest, environ_client, environ_path
+from .request import UNIX_PEER, Address, UpgradeRequest, environ_client, environ_path
 from .sources import QueryToken
 from .upgrade import answer, decide_parsed, serve_accepted, take_buffered
 
@@ -85,7 +85,7 @@ class WebSocketMiddleware:
             return self.app(environ, start_response)
         takeover = _find_socket(environ)
         deadline = time.monotonic() + self.ws_app.handshake_timeout
-        client = environ_client(environ)
+        client = _peer(environ, takeover)
         handshake = ServerHandshake(self.ws_app.policy, limits=self.ws_app.head_limits,
                                     client=client)
         if takeover is None:
@@ -93,7 +93,7 @@ class WebSocketMiddleware:
             return self._refuse(handshake.reject(NoSocketTakeover("no_socket_takeover")),
                                 start_response, client)
         try:
-            request = UpgradeRequest.from_environ(environ)
+            request = UpgradeRequest.from_environ(environ, client=client)
         except HandshakeError as error:
             return self._refuse(handshake.reject(error), start_response, client)
         decision, response, _ = answer(handshake, decide_parsed(handshake, request), deadline,
@@ -145,6 +145,14 @@ def _find_socket(environ: Environ) -> tuple[str, socket.socket] | None:
             return key, sock
     return None
 
+
+def _peer(environ: Environ, takeover: tuple[str, socket.socket] | None) -> Address | None:
+    # On a Unix socket the environ has no address ("" or "<local>"): the socket's family
+    # says it is the Unix-socket peer, which trusted_proxies=["unix"] can trust.
+    client = environ_client(environ)
+    if client is None and takeover is not None and takeover[1].family == socket.AF_UNIX:
+        return UNIX_PEER
+    return client
 
 
 def _buffered_bytes(environ: Environ, key: str, sock: socket.socket) -> bytes:
