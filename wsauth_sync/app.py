@@ -166,8 +166,9 @@ class WebSocketApp:
                                    exempt_addresses=trusted_proxies)
 
     def client_address(self, request: UpgradeRequest) -> str:
-        """The client's IP for caps and budgets: the peer, or the one its proxy names."""
-        return client_ip(request, self.policy.trusted_proxies)
+        """The client's IP for caps: the peer, or the one its proxy names; ``""`` when
+        unknown (an address that stands for no one in particular is never capped)."""
+        return client_ip(request, self.policy.trusted_proxies) or ""
 
     def connection(self, sock: socket.socket, accept: Accept, *,
                    trailing_data: bytes = b"") -> WebSocket:
