@@ -1,0 +1,256 @@
+"""No token reaches a host server's log, whatever the query around it holds.
+
+Each host server of the README's table runs as a process (gunicorn also under the
+``%(r)s``, ``%(U)s?%(q)s`` and ``%(q)s`` access-log formats). Over raw loopback sockets
+it gets a bounded set of hostile queries carrying a token: quotes raw and
+percent-encoded, encoded names, the parameter twice, upper-case names, ``;``, ``+``,
+fragments, an encoded ``&``, control characters. Each goes as an upgrade (accepted or
+refused) and as a plain GET (426), and every line the process wrote is searched for the
+token in every spelling. The lines must still show the requests, so the test cannot
+pass by logging nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import pytest
+from helpers import (
+    SECRET,
+    ServerProcess,
+    frame,
+    handshake_bytes,
+    secret_forms,
+    wait_for,
+)
+from test_wsgi import HOSTS, Host
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A well-formed token no verifier knows: refused with 401, and still never logged.
+REFUSED = "r3fused-TOKEN-value_77"
+
+#: Queries around a token; ``{token}`` is the token, ``{n}`` a marker naming the case.
+QUERIES = [
+    "n={n}&token={token}",
+    "n={n}&name=a%22b&token={token}",
+    'n={n}&name=a"b&token={token}',
+    "n={n}&name=a'b&token={token}",
+    "n={n}&name=a%27b%3Cc%3Ed%20e&token={token}",
+    "n={n}&name=<b>&token={token}",
+    "n={n}&name=a%5C%22&token={token}",
+    "n={n}&%74oken={token}",
+    "n={n}&%74%6F%6B%65%6E={token}",
+    "n={n}&token=%73%33cret%2DTOKEN%2Dvalue_42",  # the value percent-encoded
+    "n={n}&token={token}&token={token}",
+    "n={n}&TOKEN={token}",
+    "n={n}&Access_Token={token}",
+    "n={n};token={token}",
+    "n={n}&a=b+c&token={token}+",
+    "n={n}&token+={token}",
+    "n={n}&token={token}%22",
+    "n={n}&token={token}#frag",
+    "n={n}&a=1#&token={token}",
+    "n={n}&name=x%26token%3D{token}",
+    "n={n}&name=x%26token={token}",
+    "n={n}&redirect=%2Fws%3Ftoken%3D{token}",
+    "n={n}&a=%0D%0Atoken={token}",
+    "n={n}&a=%0AGET%20/x%20HTTP/1.1%0A&token={token}",
+    "n={n}&name=%C3%A9&token={token}",
+    "n={n}&a=b c&token={token}",  # a raw space: most hosts refuse the request line
+]
+#: Cases some hosts refuse before any access-log line (gunicorn: an error line only).
+HOST_REFUSED = {len(QUERIES) - 1}
+#: The case whose token sits after a "#": gunicorn's QUERY_STRING (``%(q)s``) drops it.
+FRAGMENT = QUERIES.index("n={n}&a=1#&token={token}")
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """A host server and what its access lines show."""
+
+    host: Host
+    #: The host writes a line per request (cheroot writes none).
+    access_lines: bool = True
+    #: The host logs requests it hands to the WebSocket route (http.server's example
+    #: answers them through handle_request, outside its own logging).
+    logs_ws_route: bool = True
+    #: Access lines show the path.
+    shows_path: bool = True
+    #: Access lines show the query without its fragment.
+    drops_fragment: bool = False
+
+
+def _gunicorn(name: str, log_format: str) -> Host:
+    return Host(name, [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8",
+                       "-b", "127.0.0.1:0", "--access-logfile", "-",
+                       "--access-logformat", log_format, "examples.wsgi_echo:app"],
+                r"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+_BY_NAME = {host.name: host for host in HOSTS}
+SPECS = [
+    LogSpec(_BY_NAME["werkzeug"]),
+    LogSpec(_BY_NAME["flask"]),
+    LogSpec(_BY_NAME["gunicorn-gthread"]),
+    LogSpec(_BY_NAME["gunicorn-sync"]),
+    LogSpec(_BY_NAME["cheroot"], access_lines=False),
+    LogSpec(_BY_NAME["http.server"], logs_ws_route=False),
+    LogSpec(_gunicorn("gunicorn-r", '%(h)s "%(r)s" %(s)s')),
+    LogSpec(_gunicorn("gunicorn-U?q", "%(h)s %(m)s %(U)s?%(q)s %(s)s"), drops_fragment=True),
+    LogSpec(_gunicorn("gunicorn-q", "%(s)s %(q)s"), shows_path=False, drops_fragment=True),
+]
+
+
+class DrainedProcess(ServerProcess):
+    """A ServerProcess that can tell when both output pipes have reached their end."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._ended = 0
+        self._lock = threading.Lock()
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _pump(self, stream: object) -> None:
+        super()._pump(stream)
+        with self._lock:
+            self._ended += 1
+
+    def drained(self) -> bool:
+        with self._lock:
+            return self._ended == 2
+
+
+@dataclass
+class Outcome:
+    spec: LogSpec
+    lines: list[str]
+    #: marker -> status the client saw (0: no HTTP answer).
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def _status(sock: socket.socket) -> tuple[int, bytes]:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)  # byte by byte: nothing past the head is consumed
+        if not chunk:
+            break
+        head += chunk
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return (int(match.group(1)) if match else 0), head
+
+
+def _send(port: int, request: bytes, source: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(request)
+        try:
+            status, _ = _status(sock)
+            if status == 101:  # close the WebSocket cleanly: the host logs its end
+                sock.sendall(frame(0x8, b"\x03\xe8"))
+                while sock.recv(4096):
+                    pass
+        except (ConnectionError, TimeoutError):
+            return 0
+    return status
+
+
+def _plain_get(target: str) -> bytes:
+    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            ).encode("latin-1")
+
+
+def _requests() -> Iterator[tuple[str, bytes, str]]:
+    """(marker, request, source address) for every case: upgrade, refused upgrade,
+    plain GET, page. Each case comes from its own loopback address, so the failed-auth
+    limiter (20 per address) never answers 429 in place of the host's usual answer."""
+    kinds = [("u", SECRET, "/ws", handshake_bytes), ("r", REFUSED, "/ws", handshake_bytes),
+             ("g", SECRET, "/ws", _plain_get), ("p", SECRET, "/", _plain_get)]
+    for number, query in enumerate(QUERIES):
+        for kind, token, path, build in kinds:
+            marker = f"c{number:02d}{kind}"
+            yield (marker, build(f"{path}?" + query.format(n=marker, token=token)),
+                   _source(marker))
+
+
+def _source(marker: str) -> str:
+    return f"127.0.0.{2 + int(marker[1:3])}"
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=[spec.host.name for spec in SPECS])
+def outcome(request: pytest.FixtureRequest) -> Outcome:
+    spec: LogSpec = request.param
+    process = DrainedProcess(spec.host.command, cwd=str(ROOT),
+                             env={"WSAUTH_TOKENS": SECRET, "PORT": "0"})
+    result = Outcome(spec, process.lines)
+    try:
+        port = int(process.expect(spec.host.ready).group(1))
+        for marker, data, source in _requests():
+            result.statuses[marker] = _send(port, data, source)
+    finally:
+        code = process.stop()
+    assert wait_for(process.drained, 10), "the server's output did not end"
+    assert code == 0, process.output
+    return result
+
+
+def _leaks(line: str) -> list[str]:
+    decoded = line
+    for _ in range(3):  # whatever percent-encoding the client or the host applied
+        decoded = unquote_plus(decoded)
+    forms = [*secret_forms(SECRET), *secret_forms(REFUSED)]
+    return [form for form in forms if form in line or form in decoded]
+
+
+def test_no_token_in_any_host_line(outcome: Outcome) -> None:
+    leaked = [line for line in outcome.lines if _leaks(line)]
+    assert not leaked, "\n".join(leaked)
+
+
+def test_requests_reached_every_outcome(outcome: Outcome) -> None:
+    statuses = outcome.statuses
+    assert statuses["c01u"] == 101  # name=a%22b&token=...: accepted
+    assert statuses["c01r"] == 401
+    assert statuses["c01g"] == 426
+    assert statuses["c01p"] == 200
+    assert statuses["c10u"] == 400  # the token twice
+    assert {101, 400, 401, 426, 200} <= set(statuses.values())
+
+
+def _logged(outcome: Outcome, marker: str) -> list[str]:
+    pattern = re.compile(rf"\bn={marker}(?![0-9a-z])")
+    return [line for line in outcome.lines if pattern.search(line)]
+
+
+def test_host_lines_still_show_each_request(outcome: Outcome) -> None:
+    spec = outcome.spec
+    if not spec.access_lines:
+        # No access log: our own decision lines are the record of each request that
+        # reached the middleware (cheroot answers some targets with its own 400).
+        for marker, status in outcome.statuses.items():
+            if marker.endswith("p") or status not in (101, 401, 426):
+                continue
+            assert any(f" peer={_source(marker)}:" in line and " path=/ws" in line
+                       for line in outcome.lines), marker
+        return
+    kinds = "rgp" if spec.logs_ws_route else "p"
+    missing = []
+    for marker, status in outcome.statuses.items():
+        case = int(marker[1:3])
+        if marker[-1] not in kinds or status not in (200, 400, 401, 426):
+            continue
+        if case in HOST_REFUSED:  # the host's own error line, if not an access line
+            lines = [line for line in outcome.lines
+                     if f"n={marker}" in line or f"ip={_source(marker)}:" in line]
+        else:
+            lines = _logged(outcome, marker)
+        needs_mark = not (case == FRAGMENT and spec.drops_fragment)
+        if not any(("[REDACTED]" in line or not needs_mark)
+                   and (not spec.shows_path or "/" in line) for line in lines):
+            missing.append((marker, status, lines))
+    assert not missing, missing
