@@ -12,6 +12,9 @@ pass by logging nothing.
 
 from __future__ import annotations
 
+import io
+import logging
+import logging.config
 import re
 import socket
 import sys
@@ -31,6 +34,8 @@ from helpers import (
     wait_for,
 )
 from test_wsgi import HOSTS, Host
+
+from wsauth_sync.audit import HOST_ACCESS_LOGGERS, install_log_redaction
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A well-formed token no verifier knows: refused with 401, and still never logged.
@@ -63,10 +68,12 @@ QUERIES = [
     "n={n}&a=%0D%0Atoken={token}",
     "n={n}&a=%0AGET%20/x%20HTTP/1.1%0A&token={token}",
     "n={n}&name=%C3%A9&token={token}",
-    "n={n}&a=b c&token={token}",  # a raw space: most hosts refuse the request line
+    # Raw spaces: most hosts refuse the request line, some quoting parts of it.
+    "n={n}&a=b c&token={token}",
+    "n={n}&token= {token}",
 ]
 #: Cases some hosts refuse before any access-log line (gunicorn: an error line only).
-HOST_REFUSED = {len(QUERIES) - 1}
+HOST_REFUSED = {len(QUERIES) - 2, len(QUERIES) - 1}
 #: The case whose token sits after a "#": gunicorn's QUERY_STRING (``%(q)s``) drops it.
 FRAGMENT = QUERIES.index("n={n}&a=1#&token={token}")
 
@@ -160,8 +167,15 @@ def _send(port: int, request: bytes, source: str) -> int:
     return status
 
 
-def _plain_get(target: str) -> bytes:
-    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+def _upgrade(target: str, token: str) -> bytes:
+    return handshake_bytes(target)
+
+
+def _plain_get(target: str, token: str) -> bytes:
+    # gunicorn's default format logs Referer and User-Agent too: both carry the token.
+    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Referer: http://app.example/page?x=1&token={token}\r\n"
+            f"User-Agent: probe/1 (+http://app.example/?Token={token})\r\n\r\n"
             ).encode("latin-1")
 
 
@@ -169,13 +183,13 @@ def _requests() -> Iterator[tuple[str, bytes, str]]:
     """(marker, request, source address) for every case: upgrade, refused upgrade,
     plain GET, page. Each case comes from its own loopback address, so the failed-auth
     limiter (20 per address) never answers 429 in place of the host's usual answer."""
-    kinds = [("u", SECRET, "/ws", handshake_bytes), ("r", REFUSED, "/ws", handshake_bytes),
+    kinds = [("u", SECRET, "/ws", _upgrade), ("r", REFUSED, "/ws", _upgrade),
              ("g", SECRET, "/ws", _plain_get), ("p", SECRET, "/", _plain_get)]
     for number, query in enumerate(QUERIES):
         for kind, token, path, build in kinds:
             marker = f"c{number:02d}{kind}"
-            yield (marker, build(f"{path}?" + query.format(n=marker, token=token)),
-                   _source(marker))
+            target = f"{path}?" + query.format(n=marker, token=token)
+            yield marker, build(target, token), _source(marker)
 
 
 def _source(marker: str) -> str:
@@ -254,3 +268,60 @@ def test_host_lines_still_show_each_request(outcome: Outcome) -> None:
                    and (not spec.shows_path or "/" in line) for line in lines):
             missing.append((marker, status, lines))
     assert not missing, missing
+
+
+# -- where the filter sits: loggers configured after it, several apps --------------------
+
+@pytest.fixture
+def host_loggers() -> Iterator[None]:
+    """Give the host loggers back their filters, handlers and flags after the test."""
+    saved = {name: (log.filters[:], log.handlers[:], log.level, log.propagate, log.disabled)
+             for name in HOST_ACCESS_LOGGERS for log in [logging.getLogger(name)]}
+    yield
+    for name, (filters, handlers, level, propagate, disabled) in saved.items():
+        log = logging.getLogger(name)
+        log.filters[:], log.handlers[:] = filters, handlers
+        log.level, log.propagate, log.disabled = level, propagate, disabled
+
+
+def _configure_later(stream: io.StringIO) -> None:
+    # What a host (or the application) does after the middleware exists: new handlers,
+    # new formats, through the standard configuration call.
+    logging.config.dictConfig({
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"out": {"class": "logging.StreamHandler", "stream": stream}},
+        "loggers": {name: {"handlers": ["out"], "level": "INFO", "propagate": False}
+                    for name in HOST_ACCESS_LOGGERS}})
+
+
+def test_redaction_holds_when_the_host_configures_its_loggers_later(host_loggers: None) -> None:
+    from gunicorn.glogging import SafeAtoms
+    from helpers import make_app
+
+    from wsauth_sync import QueryToken
+    from wsauth_sync.wsgi import WebSocketMiddleware
+
+    WebSocketMiddleware(lambda environ, start: [], make_app(sources=[QueryToken(param="Key")]))
+    out = io.StringIO()
+    _configure_later(out)
+    query = f'n=1&name=a"b&KEY={SECRET};Token={SECRET}'
+    atoms = SafeAtoms({"r": f"GET /ws?{query} HTTP/1.1", "q": query, "U": "/ws", "s": "401",
+                       "{cookie}i": f"token={SECRET}", "a": f"agent?token={SECRET}"})
+    logging.getLogger("gunicorn.access").info(
+        '"%(r)s" %(U)s?%(q)s %(q)s %(s)s %({cookie}i)s %(a)s %(missing)s', atoms)
+    logging.getLogger("werkzeug").info('"%s" %s', f"GET /ws?{query} HTTP/1.1", 401)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert not [line for line in lines if _leaks(line)], lines
+    assert lines[0].startswith('"GET /ws?n=1&name=a\\"b&KEY=[REDACTED];Token=[REDACTED] ')
+    assert lines[0].endswith(" 401 [REDACTED] agent?token=[REDACTED] -")
+    assert lines[1] == '"GET /ws?n=1&name=a"b&KEY=[REDACTED];Token=[REDACTED] HTTP/1.1" 401'
+
+
+def test_a_second_app_keeps_the_first_apps_parameter_redacted(host_loggers: None) -> None:
+    install_log_redaction(params=["first"])
+    install_log_redaction(params=["second"])
+    out = io.StringIO()
+    _configure_later(out)
+    logging.getLogger("werkzeug").info("%s", f"GET /ws?First={SECRET}&second={SECRET} HTTP/1.1")
+    assert out.getvalue().strip() == "GET /ws?First=[REDACTED]&second=[REDACTED] HTTP/1.1"

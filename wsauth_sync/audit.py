@@ -99,6 +99,7 @@ _ANSI = r"(?:\x1b\[[0-9;]*m)*"
 _REQUEST_LINE = re.compile(
     rf"({_ANSI})([A-Za-z]+ )([/*].*?|[A-Za-z][A-Za-z0-9+.-]*://.*?)((?: HTTP/[0-9.]+)?{_ANSI})",
     re.DOTALL)
+_METHOD_AND_TARGET = re.compile(r"[A-Za-z]+ (?:[/*]|[A-Za-z][A-Za-z0-9+.-]*://)")
 _ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 _WHITESPACE = re.compile(r"(\s+)")
 _PARAM_END = re.compile(r"[&;]")
@@ -155,15 +156,22 @@ def redact_text(text: str, names: Iterable[str] = SENSITIVE_QUERY_PARAMS) -> str
 
 
 def _redact_line_query(line: str, names: Iterable[str]) -> str:
+    # The last " HTTP/" of a line ends a request line, or the tail of one that a host
+    # quotes when it refuses the line (gunicorn: "Invalid HTTP Version: 'x HTTP/1.1'").
     end = line.rfind(" HTTP/")
     if end < 0:
         return line
     starts = [index for index in (line.find("?", 0, end), line.find("#", 0, end))
               if index >= 0]
-    if not starts:
-        return line
-    cut = min(starts) + 1
-    return line[:cut] + redact_params(line[cut:end], names) + line[end:]
+    if starts:
+        cut = min(starts) + 1
+        return line[:cut] + redact_params(line[cut:end], names) + line[end:]
+    start = max(line.rfind("'", 0, end), line.rfind('"', 0, end)) + 1
+    if start and end > start and not _METHOD_AND_TARGET.match(line, start, end):
+        # Quoted words before the version with no method and target: a raw space split
+        # them off a query (".../ws?token= SECRET HTTP/1.1"); nothing tells what they are.
+        return line[:start] + REDACTED + line[end:]
+    return line
 
 
 def _closing_start(run: str) -> int:
