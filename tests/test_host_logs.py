@@ -35,7 +35,8 @@ from helpers import (
 )
 from test_wsgi import HOSTS, Host
 
-from wsauth_sync.audit import HOST_ACCESS_LOGGERS, install_log_redaction
+from wsauth_sync.audit import HOST_ACCESS_LOGGERS, install_log_redaction, redact_text
+from wsauth_sync.request import redact_query
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A well-formed token no verifier knows: refused with 401, and still never logged.
@@ -325,3 +326,46 @@ def test_a_second_app_keeps_the_first_apps_parameter_redacted(host_loggers: None
     _configure_later(out)
     logging.getLogger("werkzeug").info("%s", f"GET /ws?First={SECRET}&second={SECRET} HTTP/1.1")
     assert out.getvalue().strip() == "GET /ws?First=[REDACTED]&second=[REDACTED] HTTP/1.1"
+
+
+# -- the parser itself: one table, as a reader would check it ----------------------------
+
+REDACT_QUERY_CASES = [
+    ("/ws?token=S&room=1", "/ws?token=[REDACTED]&room=1"),
+    ("/ws?a=1;TOKEN=S&b=2", "/ws?a=1;TOKEN=[REDACTED]&b=2"),
+    ("/ws?Access_Token=S", "/ws?Access_Token=[REDACTED]"),
+    ("/ws?%74oken=S", "/ws?%74oken=[REDACTED]"),
+    ("/ws?token+=S", "/ws?token+=[REDACTED]"),
+    ("/ws?token[]=S", "/ws?token[]=[REDACTED]"),
+    ("/ws?name=x%26token%3DS", "/ws?name=[REDACTED]"),  # a value that assigns a token
+    ("/ws?next=%2Fws%3Ftoken%3DS", "/ws?next=[REDACTED]"),
+    ("/ws?a%26token%3DS=1", "/ws?[REDACTED]"),  # the name itself hides one
+    ("/ws?%25252574oken=S", "/ws?[REDACTED]"),  # still encoded after 4 decodings
+    ("/ws#token=S", "/ws#token=[REDACTED]"),
+    ("/ws?a=b c&token= S x", "/ws?a=b c&token=[REDACTED]"),
+    ("/ws?room=1&t=2&mytoken=3", "/ws?room=1&t=2&mytoken=3"),  # nothing to hide
+    ("/ws", "/ws"),
+]
+
+
+@pytest.mark.parametrize(("target", "expected"), REDACT_QUERY_CASES)
+def test_redact_query_parses_names_as_a_parser_would(target: str, expected: str) -> None:
+    assert redact_query(target, ["token", "access_token"]) == expected
+
+
+REDACT_TEXT_CASES = [
+    ('1.2.3.4 - - "\x1b[31mGET /ws?name=a"b&token=S HTTP/1.1\x1b[0m" 401 -',
+     '1.2.3.4 - - "\x1b[31mGET /ws?name=a"b&token=[REDACTED] HTTP/1.1\x1b[0m" 401 -'),
+    ("Bad request syntax ('GET /ws?a=b c&token=S HTTP/1.1')",
+     "Bad request syntax ('GET /ws?a=b c&token=[REDACTED] HTTP/1.1')"),
+    ("Invalid HTTP Version: 'S HTTP/1.1'", "Invalid HTTP Version: '[REDACTED] HTTP/1.1'"),
+    ('401 "name=a\\"b&TOKEN=S"', '401 "name=a\\"b&TOKEN=[REDACTED]"'),
+    ("x token= S y", "x token=[REDACTED] [REDACTED] y"),
+    ('"GET /ws HTTP/1.1" 200 17 "-" "curl/8"', '"GET /ws HTTP/1.1" 200 17 "-" "curl/8"'),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), REDACT_TEXT_CASES)
+def test_redact_text_finds_tokens_in_unstructured_lines(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+    assert redact_text(expected) == expected  # a second filter on the way changes nothing
