@@ -21,7 +21,7 @@ from wsauth_sync import (
     handle_request,
     take_buffered,
 )
-from wsauth_sync.audit import redact_text
+from wsauth_sync.audit import redact_message
 from wsauth_sync.echo import echo
 
 tokens = [t.strip() for t in os.environ.get("WSAUTH_TOKENS", "").split(",") if t.strip()]
@@ -48,8 +48,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
-        # http.server logs request lines, query string included: keep tokens out.
-        super().log_message("%s", redact_text(format % args))
+        # http.server logs request lines, query string included: redact the token
+        # parameters in its arguments (the request line is parsed), then in the line.
+        super().log_message("%s", redact_message(format, args))
 
 
 if __name__ == "__main__":

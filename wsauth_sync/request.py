@@ -9,7 +9,9 @@ so no later ``decode`` can raise on hostile input.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -258,16 +260,81 @@ def environ_path(environ: Mapping[str, Any]) -> str:
 
 
 def redact_query(target: str, names: Iterable[str]) -> str:
-    """Replace the values of the named query parameters with ``[REDACTED]``.
+    """Replace the values of the named query parameters in a request target.
 
-    Names are compared after percent-decoding, as a query parser would see them.
+    The query starts at the first ``?``, or at a ``#`` before it: a fragment should
+    never reach a server (RFC 9110 §7.1), so one that does is read as query too.
+    See :func:`redact_params` for which parameters count.
+
+    Args:
+        target: a request target (``/ws?token=...``) or any URL.
+        names: parameter names to redact, matched case-insensitively.
+
+    Returns:
+        ``target`` with each matching parameter's value replaced by ``[REDACTED]``.
     """
-    path, sep, query = target.partition("?")
-    if not sep:
+    starts = [index for index in (target.find("?"), target.find("#")) if index >= 0]
+    if not starts:
         return target
-    wanted = set(names)
-    parts = []
-    for part in query.split("&"):
-        key, eq, _ = part.partition("=")
-        parts.append(f"{key}={REDACTED}" if eq and unquote_plus(key) in wanted else part)
-    return f"{path}?{'&'.join(parts)}"
+    cut = min(starts) + 1
+    return target[:cut] + redact_params(target[cut:], names)
+
+
+def redact_params(query: str, names: Iterable[str]) -> str:
+    """Replace the values of the named parameters in a bare query string.
+
+    The query is split on ``&`` and on ``;`` (older parsers, and Python's before
+    CVE-2021-23336, split there). A parameter is redacted when its percent-decoded,
+    lower-cased text assigns one of ``names`` anywhere (``TOKEN=``, ``%74oken=``,
+    ``x%26token%3D...``, ``next=/ws%3Ftoken%3D...``): a log should show no token
+    whichever parser reads the query later, so this errs towards redacting.
+
+    Returns:
+        ``query`` with every other byte kept, separators included.
+    """
+    wanted = frozenset(name.lower() for name in names)
+    if not wanted:
+        return query
+    assigns = _assignment(wanted)
+    pieces = _SEPARATORS.split(query)  # odd items are the separators themselves
+    return "".join(piece if index % 2 else _redact_param(piece, assigns)
+                   for index, piece in enumerate(pieces))
+
+
+def assigns_param(text: str, names: Iterable[str]) -> bool:
+    """True when ``text``, percent-decoded, assigns one of ``names`` (``token=``)."""
+    return _assigns(text, _assignment(frozenset(name.lower() for name in names)))
+
+
+_SEPARATORS = re.compile(r"([&;])")
+# Werkzeug and http.server print control characters as \xNN: a %0A before a name
+# must not glue onto it ("\x0atoken=").
+_PRINTED_ESCAPE = re.compile(r"\\x[0-9a-fA-F]{2}")
+# Enough for a double-encoded name; a parameter still changing after that is redacted.
+_DECODE_ROUNDS = 4
+
+
+@functools.lru_cache(maxsize=64)
+def _assignment(names: frozenset[str]) -> re.Pattern[str]:
+    # A name not glued to a longer word, then "=" (PHP-style "token[]=" included).
+    alternatives = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(?<![a-z0-9])(?:{alternatives})\s*(?:\[[^\[\]]*\]\s*)*=")
+
+
+def _assigns(text: str, assigns: re.Pattern[str]) -> bool:
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote_plus(text)
+        if decoded == text:
+            return assigns.search(_PRINTED_ESCAPE.sub(" ", text).lower()) is not None
+        text = decoded
+    return True  # still percent-encoded after several rounds: hiding something
+
+
+def _redact_param(param: str, assigns: re.Pattern[str]) -> str:
+    if not _assigns(param, assigns):
+        return param
+    name, eq, _ = param.partition("=")
+    # Keep the name for the reader, unless the name itself hides an assignment.
+    if eq and not _assigns(name, assigns):
+        return f"{name}={REDACTED}"
+    return REDACTED

@@ -66,8 +66,9 @@ class WebSocketMiddleware:
         app: the wrapped WSGI application; it gets every other request untouched.
         ws_app: routes, authentication policy and limits (shared with the socket server).
         redact_host_logs: attach :class:`~wsauth_sync.audit.RedactTokens` to the
-            Werkzeug, gunicorn and cheroot loggers so their access logs never show a
-            ``?token=`` value. Leave on unless you configure those logs yourself.
+            Werkzeug, gunicorn and cheroot loggers, with the ``param`` of each
+            :class:`~wsauth_sync.sources.QueryToken`, so their access logs never show a
+            token query parameter. Leave on unless you redact those logs yourself.
     """
 
     def __init__(self, app: WSGIApp, ws_app: WebSocketApp, *,
