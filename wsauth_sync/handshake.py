@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .errors import (
-    AuthenticationFailed,
     BadRequest,
     ConfigurationError,
     HandshakeError,
@@ -232,8 +231,8 @@ class HandshakePolicy:
             self.limiter.check(client)
         try:
             return self._authenticate(request, key)
-        except AuthenticationFailed:
-            if self.limiter is not None:
+        except HandshakeError as exc:
+            if exc.failed_authentication and self.limiter is not None:
                 self.limiter.failed(client)
             raise
 
