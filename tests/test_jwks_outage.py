@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import handshake_bytes, make_app, read_response, running, wait_for
 from jwks_server import KeyServer
 
-from wsauth_sync import JWTVerifier, WebSocketServer
+from wsauth_sync import HandshakeError, JWTVerifier, WebSocketServer
+from wsauth_sync.jwt_verifier import JWKSCache
 
 #: Everything the key server can do after a withdrawal. The first five are outages (the
 #: last good set stays in use); "empty" and "other_family" are answers that withdraw it.
@@ -65,9 +66,11 @@ def forged(kid: str | None = None) -> str:
                       headers={"kid": kid or uuid.uuid4().hex})
 
 
-def login(server: WebSocketServer, token: str, timeout: float = 10.0) -> tuple[int, dict[str, str]]:
+def login(server: WebSocketServer, token: str, timeout: float = 10.0,
+          source_ip: str | None = None) -> tuple[int, dict[str, str]]:
     """One opening handshake over a fresh socket: the status code and response headers."""
-    with socket.create_connection(server.address, timeout=timeout) as sock:
+    with socket.create_connection(server.address, timeout=timeout,
+                                  source_address=(source_ip, 0) if source_ip else None) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={token}"))
         head = read_response(sock, timeout).partition(b"\r\n\r\n")[0].decode("latin-1")
     status_line, *lines = head.split("\r\n")
@@ -231,3 +234,140 @@ def test_cached_key_login_does_not_wait_for_a_hanging_fetch(keys: KeyServer) -> 
         assert max(took for _, took in outcomes) < fetch_timeout / 2, outcomes
         prober.join(10)
         assert results and results[0] == 503  # the unknown kid could not be checked
+
+
+def test_random_kids_from_many_addresses_are_each_charged(keys: KeyServer) -> None:
+    cooldown = 1.0
+    check = verifier(keys, jwks_cooldown=cooldown, jwks_lifespan=60.0)
+    attackers = [f"127.0.0.{n}" for n in range(2, 6)]
+    with running(make_app(verifier=check)) as server:
+        assert login(server, keys.token("k1"))[0] == 101
+        keys.status = 500
+        time.sleep(cooldown + 0.1)  # the next unknown kid may fetch (the behaviour under test)
+        before = keys.fetches
+        started = time.monotonic()
+        jobs = [address for address in attackers for _ in range(40)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(lambda ip: (ip, login(server, forged(), source_ip=ip)[0]),
+                                     jobs, timeout=45))
+        elapsed = time.monotonic() - started
+        assert keys.fetches - before <= 1 + int(elapsed / cooldown)
+        for address in attackers:
+            mine = [status for ip, status in statuses if ip == address]
+            assert set(mine) <= {401, 503, 429} and mine.count(429) >= 5, (address, mine)
+            assert login(server, forged(), source_ip=address)[0] == 429
+        # The legitimate client, at its own address, still gets in on the last good set.
+        assert login(server, keys.token("k1"))[0] == 101
+
+
+# -- the cache's decisions, with a fake clock and a fake key server ----------------------------
+
+RSA_JWK = jwt.algorithms.RSAAlgorithm.to_jwk(FORGER.public_key(), as_dict=True)
+
+
+def jwk_set(*kids: str) -> dict[str, Any]:
+    return {"keys": [{**RSA_JWK, "kid": kid, "alg": "RS256"} for kid in kids]}
+
+
+class FakeKeyServer:
+    def __init__(self, *kids: str) -> None:
+        self.now = 0.0
+        self.document: Any = jwk_set(*kids)
+        self.error: Exception | None = None
+        self.calls = 0
+
+    def fetch(self) -> Any:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return self.document
+
+    def cache(self, **timings: float) -> JWKSCache:
+        settings = {"cooldown": 1.0, "lifespan": 10.0, "max_stale": 100.0, **timings}
+        return JWKSCache(self.fetch, clock=lambda: self.now, **settings)
+
+
+def reason(cache: JWKSCache, kid: str) -> str:
+    try:
+        cache.key(kid)
+    except HandshakeError as exc:
+        return f"{exc.status} {exc.reason}{' charged' if exc.failed_authentication else ''}"
+    return "ok"
+
+
+def test_cache_decisions_through_rotation_and_outage() -> None:
+    provider = FakeKeyServer("k1")
+    cache = provider.cache()
+    assert reason(cache, "k1") == "ok"
+    assert reason(cache, "x") == "401 unknown_kid charged"  # asked 0 s ago: no fetch
+    assert provider.calls == 1
+    provider.now = 1.0  # cooldown over
+    provider.document = jwk_set("k2")
+    assert reason(cache, "k1") == "ok"  # in the set, within its lifespan: nothing fetched
+    assert provider.calls == 1
+    assert reason(cache, "k2") == "ok"  # an unknown kid forces one fetch
+    assert provider.calls == 2
+    assert [reason(cache, "k1"), reason(cache, "x")] == [
+        "401 withdrawn_kid charged", "401 unknown_kid charged"]
+    provider.error = ConnectionRefusedError()
+    for step in range(1, 200):  # an outage of 199 s, with lookups of every kind each second
+        provider.now = 1.0 + step
+        assert reason(cache, "k1") == "401 withdrawn_kid charged"
+        assert reason(cache, "x") == "503 unknown_kid_unavailable charged"
+        assert reason(cache, "k2") == ("ok" if provider.now - 1.0 < 100 else "503 key_fetch_failed")
+    assert provider.calls == 2 + 199  # one fetch per 1 s cooldown, never more
+    provider.error = None
+    provider.now += 1.0
+    assert [reason(cache, "k2"), reason(cache, "k1")] == ["ok", "401 withdrawn_kid charged"]
+
+
+def test_cache_treats_only_a_jwk_set_as_an_answer() -> None:
+    for document, k1 in [({"keys": []}, "401 withdrawn_kid charged"),
+                         (jwk_set("other"), "401 withdrawn_kid charged"),
+                         ({"keys": "k1"}, "ok"), ({"nothing": []}, "ok"), (["keys"], "ok"),
+                         ({"keys": [{"kty": "nope", "kid": "k1"}]}, "ok")]:
+        provider = FakeKeyServer("k1")
+        cache = provider.cache()
+        assert reason(cache, "k1") == "ok"
+        provider.document = document
+        provider.now = 10.0  # lifespan over: the next lookup fetches
+        assert reason(cache, "k1") == k1, document
+        assert provider.calls == 2
+
+
+def test_cache_forgets_old_withdrawals_but_never_accepts_them() -> None:
+    provider = FakeKeyServer("r0")
+    cache = provider.cache(cooldown=0.0, lifespan=1.0, max_stale=1.0)
+    for n in range(1, 1100):
+        provider.document = jwk_set(f"r{n}")
+        provider.now = float(n)
+        assert reason(cache, f"r{n}") == "ok"
+    assert reason(cache, "r1000") == "401 withdrawn_kid charged"
+    assert reason(cache, "r0") == "401 unknown_kid charged"  # forgotten, still refused
+
+
+def test_cache_lookups_never_wait_for_a_fetch_in_progress() -> None:
+    provider = FakeKeyServer("k1")
+    cache = provider.cache()
+    assert reason(cache, "k1") == "ok"
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_fetch() -> Any:
+        inside.set()
+        release.wait(10)
+        return jwk_set("k1")
+
+    provider.now = 10.0  # lifespan over
+    cache._fetch = slow_fetch  # type: ignore[method-assign]
+    fetcher = threading.Thread(target=cache.key, args=("k1",))
+    fetcher.start()
+    try:
+        assert inside.wait(5)
+        started = time.monotonic()
+        assert [reason(cache, "k1") for _ in range(50)] == ["ok"] * 50
+        # An unknown kid is answered at once from the last set too, not held for the fetch.
+        assert reason(cache, "new") == "401 unknown_kid charged"
+        assert time.monotonic() - started < 2.0  # the fetch is held for up to 10 s
+    finally:
+        release.set()
+        fetcher.join(10)
