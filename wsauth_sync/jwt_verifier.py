@@ -15,9 +15,11 @@ token's ``jku``/``x5u``/``jwk`` headers, which are ignored, RFC 8725 §3.10). Fo
 * when the key server cannot be reached, the last good set stays usable until it is
   ``jwks_max_stale`` old (one hour by default), then its keys get 503;
 * at most one fetch per ``jwks_cooldown``, whatever it gave (keys, error, timeout), and
-  one at a time; a login whose key is in the set never waits for another's fetch;
-* a ``kid`` not in the last good set gets 401 if the key server's last answer stands,
-  and 503 if that answer was a failure; both count as failed authentications.
+  one at a time; a login whose key is in the set never waits for another's fetch (the
+  one login that finds the set due refreshes it itself, then falls back on the cache);
+* a ``kid`` not in the last good set gets 401 if the key server's last answer was a key
+  set, and 503 if it was a failure (the key may be new); both count as failed
+  authentications (:class:`~wsauth_sync.errors.UnverifiableToken` is that 503).
 """
 
 from __future__ import annotations
