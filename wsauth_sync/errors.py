@@ -33,6 +33,9 @@ class HandshakeError(WSAuthError):
 
     status: int = 400
     headers: Headers = ()
+    #: True when the client's credential caused the refusal: it then spends the client's
+    #: failed-authentication budget (:class:`~wsauth_sync.guards.FailedAuthLimiter`).
+    failed_authentication: bool = False
 
     def __init__(self, reason: str, *, source: str | None = None,
                  detail: str | None = None) -> None:
@@ -117,6 +120,7 @@ class AuthenticationFailed(HandshakeError):
     """
 
     status = 401
+    failed_authentication = True
     #: RFC 6750 §3.1 error code, or None when no credentials were presented.
     error: str | None = None
 
@@ -191,6 +195,17 @@ class ServiceUnavailable(HandshakeError):
 
     def response_headers(self, *, realm: str = "wsauth") -> Headers:
         return (("Retry-After", str(self.retry_after)),)
+
+
+class UnverifiableToken(ServiceUnavailable):
+    """503 that spends the client's failed-authentication budget.
+
+    The token names a key that is not in the last good key set and the key server cannot
+    be asked now: the key may be new, so the answer is "try again", not 401. But the
+    client chose that key id, so random ids cost it its budget (then 429) like bad tokens.
+    """
+
+    failed_authentication = True
 
 
 class RequestTimeout(HandshakeError):

@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from .errors import (
-    AuthenticationFailed,
     BadRequest,
     ConfigurationError,
     HandshakeError,
@@ -247,8 +246,8 @@ class HandshakePolicy:
             limiter.check(client)
         try:
             return self._authenticate(request, key)
-        except AuthenticationFailed:
-            if limiter is not None and client is not None:
+        except HandshakeError as exc:
+            if exc.failed_authentication and limiter is not None and client is not None:
                 limiter.failed(client)
             raise
 
