@@ -127,6 +127,8 @@ def test_revocation_closes_connections_after_a_database_restart(
         with pytest.raises(InvalidStatus) as refused:
             connect(f"{ws_url(server)}?token={key}", open_timeout=5)
         assert refused.value.response.status_code == 401
+        # Nothing left to watch: the watch's thread ends.
+        assert wait_for(lambda: not watcher._running, timeout=5)
     assert_nothing_secret_logged(logs, key, other)
 
 
