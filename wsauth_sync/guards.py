@@ -153,7 +153,7 @@ class RevocationWatch:
     def __init__(self, source: RevocationSource, *, interval: float = 5.0,
                  max_backoff: float = 30.0) -> None:
         if interval <= 0 or max_backoff <= 0:
-            raise ConfigurationError("the revocation check interval must be positive")
+            raise ConfigurationError("the revocation interval and max_backoff must be positive")
         self.source = source
         self.interval = interval
         self.max_backoff = max(interval, max_backoff)
@@ -198,6 +198,10 @@ class RevocationWatch:
             while self._wait(min(self.interval * 2 ** failures, self.max_backoff)):
                 # Capped so the power stays small: 2**32 intervals is past any max_backoff.
                 failures = 0 if self.check() else min(failures + 1, 32)
+        except BaseException:
+            with self._lock:  # a bug here must not leave the next connection unwatched
+                self._running = False
+            raise
         finally:
             release = getattr(self.source, "close_connection", None)
             if callable(release):
