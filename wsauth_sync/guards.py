@@ -1,7 +1,8 @@
 """Guards around the core that need a clock, a lock or a thread.
 
 * :class:`RevocationWatch`: finds the open connections of revoked credentials and
-  closes them with 1008, checking the verifier once per interval for all of them.
+  closes them with 1008, checking the verifier once per interval for all of them, on a
+  thread of its own (a hung database must not stall the shared timer thread).
 * :class:`FailedAuthLimiter`: a token bucket per client IP for failed authentications;
   over budget the core answers 429 before doing any verifier work.
 * :class:`TimeLimitedVerifier`: runs a verifier on a small pool of daemon threads and
@@ -11,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import threading
 import time
@@ -20,12 +23,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError, ServiceUnavailable, TooManyRequests
-from .timers import TIMERS
 from .verifiers import Identity, RevocationSource, Verifier
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from .connection import WebSocket
+
+logger = logging.getLogger("wsauth_sync")
 
 
 class FailedAuthLimiter:
@@ -129,33 +133,55 @@ class RevocationWatch:
     """Open connections by credential id; every ``interval`` seconds, close revoked ones.
 
     One query per interval for the whole process (``source.revoked_since``), whatever
-    the number of connections, and only while connections with a credential id are open.
+    the number of connections, on a daemon thread of its own that runs only while
+    connections with a credential id are open: a slow, hung or restarting database
+    delays revocation closes, never the shared timer thread (expiry, keepalive). A failed
+    check is logged (a WARNING naming the error class only) and retried after a delay
+    that doubles from ``interval`` up to ``max_backoff``; the next successful check asks
+    from the last successful one, so no revocation made meanwhile is missed. A source
+    with a ``close_connection()`` method (a key store) is told when the thread ends.
+
+    Args:
+        source: what reports revocations (a :class:`~wsauth_sync.keystore.KeyStore`).
+        interval: seconds between checks.
+        max_backoff: longest delay between failed checks (at least ``interval``).
+
+    Raises:
+        ConfigurationError: a delay that is not positive.
     """
 
-    def __init__(self, source: RevocationSource, *, interval: float = 5.0) -> None:
-        if interval <= 0:
-            raise ConfigurationError("the revocation check interval must be positive")
+    def __init__(self, source: RevocationSource, *, interval: float = 5.0,
+                 max_backoff: float = 30.0) -> None:
+        if interval <= 0 or max_backoff <= 0:
+            raise ConfigurationError("the revocation interval and max_backoff must be positive")
         self.source = source
         self.interval = interval
-        self._lock = threading.Lock()
+        self.max_backoff = max(interval, max_backoff)
+        self._lock = threading.Condition()  # also wakes the thread when the last one goes
         self._open: dict[str, set[WebSocket]] = {}
         self._checked = time.time()
-        self._scheduled = False
+        self._running = False
 
     def add(self, ws: WebSocket) -> None:
+        """Watch ``ws`` (if its credential has an id) until :meth:`discard`."""
         credential = ws.identity.credential_id
         if credential is None:
             return
         with self._lock:
             self._open.setdefault(credential, set()).add(ws)
-            if self._scheduled:
+            if self._running:
                 return
-            self._scheduled = True
             # Revocations between the handshake and now count too.
             self._checked = min(self._checked, time.time() - self.interval)
-        TIMERS.schedule(self, time.monotonic() + self.interval)
+            try:
+                threading.Thread(target=self._run, daemon=True,
+                                 name="wsauth-revocations").start()
+                self._running = True
+            except RuntimeError:  # no thread now: the next connection tries again
+                logger.warning("revocation checks could not start a thread")
 
     def discard(self, ws: WebSocket) -> None:
+        """Stop watching ``ws``; the thread ends once nothing is left to watch."""
         credential = ws.identity.credential_id
         with self._lock:
             connections = self._open.get(credential or "")
@@ -163,18 +189,58 @@ class RevocationWatch:
                 connections.discard(ws)
                 if not connections:
                     del self._open[credential or ""]
+                    if not self._open:
+                        self._lock.notify()
 
-    def on_timer(self, now: float) -> float | None:
-        """Ask the verifier what was revoked since the last check; close those."""
+    def _run(self) -> None:
+        failures = 0
+        try:
+            while self._wait(min(self.interval * 2 ** failures, self.max_backoff)):
+                # Capped so the power stays small: 2**32 intervals is past any max_backoff.
+                failures = 0 if self.check() else min(failures + 1, 32)
+        except BaseException:
+            with self._lock:  # a bug here must not leave the next connection unwatched
+                self._running = False
+            raise
+        finally:
+            release = getattr(self.source, "close_connection", None)
+            if callable(release):
+                with contextlib.suppress(Exception):
+                    release()
+
+    def _wait(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; False (and the thread ends) once nothing is watched."""
         with self._lock:
+            self._lock.wait_for(lambda: not self._open, timeout=delay)
             if not self._open:
-                self._scheduled = False
-                return None
-            since, self._checked = self._checked, time.time()
-        # One second of overlap: a revocation stamped during the last query is not missed.
-        for credential in set(self.source.revoked_since(since - 1.0)):
-            with self._lock:
-                doomed = list(self._open.get(credential, ()))
-            for ws in doomed:
+                self._running = False
+                return False
+            return True
+
+    def check(self) -> bool:
+        """Ask the source what was revoked since the last good check; close those.
+
+        Returns:
+            False if the source failed (logged; the next check asks from the same time).
+        """
+        started = time.time()
+        with self._lock:
+            since = self._checked
+        try:
+            # One second of overlap: a revocation stamped during the last query is not missed.
+            revoked = set(self.source.revoked_since(since - 1.0))
+        except Exception as exc:  # noqa: BLE001 - any failure of the source is retried
+            # The class only: a driver's message may quote the DSN or the query.
+            logger.warning("revocation check failed (%s); open connections of revoked "
+                           "credentials stay open until a check succeeds",
+                           type(exc).__name__)
+            return False
+        with self._lock:
+            self._checked = started
+            doomed = [ws for credential in revoked for ws in self._open.get(credential, ())]
+        for ws in doomed:
+            try:
                 ws.close_soon(1008, "credential revoked")
-        return now + self.interval
+            except Exception:  # one connection's failure must not end the checks
+                logger.exception("closing a revoked credential's connection failed")
+        return True

@@ -6,6 +6,11 @@ and revocations); the secret part has 256 bits of entropy, so a plain hash suffi
 salt or slow hash is needed for random keys, unlike passwords). Lookups are by hash with
 bound parameters. A database error is a 503, never a 401 and never a 101.
 
+A database that restarts or stops answering must not wedge the threads that ask it:
+every PostgreSQL call has a deadline (server-side ``statement_timeout``, and a watchdog
+that cuts the socket of a call that overstays it, for a server too frozen to answer), and
+a connection found dead is replaced, with reads retried once on the fresh connection.
+
 Use a :class:`KeyStore` as the verifier of a :class:`~wsauth_sync.WebSocketApp`; it also
 reports revocations, so open connections of a revoked key are closed with 1008.
 """
@@ -14,17 +19,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from .dbwatch import WATCHDOG, WatchedCall
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .verifiers import Identity
+
+logger = logging.getLogger("wsauth_sync")
+T = TypeVar("T")
 
 KEY_PREFIX = "wsk"
 #: Seconds between ``last_used_at`` writes for one key: a busy key is not a write per use.
@@ -101,26 +113,73 @@ class KeyStore:
         raise NotImplementedError
 
     @contextmanager
+    def _deadline(self, connection: Any) -> Iterator[WatchedCall | None]:
+        """Bound one exchange with the database (a local file needs no bound)."""
+        yield None
+
+    def _lost(self, connection: Any, call: WatchedCall | None) -> bool:
+        """Whether ``connection`` was found dead (rather than the call failing or timing out)."""
+        return False
+
+    @contextmanager
     def _cursor(self) -> Iterator[Any]:
+        """A cursor in a transaction, committed on success, every exchange under a deadline.
+
+        A database error drops the thread's connection: the next call opens a new one.
+        """
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._connect()
+        call = None
         try:
-            cursor = connection.cursor()
-            try:
-                yield cursor
-                connection.commit()
-            finally:
-                cursor.close()
+            with self._deadline(connection) as call:
+                cursor = connection.cursor()
+                try:
+                    yield cursor
+                    connection.commit()
+                finally:
+                    cursor.close()
         except self.database_errors:
-            # The connection may be broken (server restarted): start afresh next time.
-            self._local.connection = None
-            with suppress(Exception):
-                connection.close()
+            self._local.lost = self._lost(connection, call)
+            self.close_connection()
             raise
         except BaseException:
-            connection.rollback()
+            try:
+                with self._deadline(connection):
+                    connection.rollback()
+            except self.database_errors:
+                self.close_connection()
             raise
+
+    def _run(self, work: Callable[[Any], T], *, repeatable: bool = False) -> T:
+        """``work(cursor)`` in a transaction; a repeatable one runs once more, on a new
+        connection, when the thread's connection turns out dead.
+
+        After a database restart every thread's connection fails on its next use: for a
+        read or an idempotent write that costs a reconnect instead of a 503.
+        """
+        reused = getattr(self._local, "connection", None) is not None
+        try:
+            with self._cursor() as cursor:
+                return work(cursor)
+        except self.database_errors:
+            if not (repeatable and reused and getattr(self._local, "lost", False)):
+                raise
+        with self._cursor() as cursor:
+            return work(cursor)
+
+    def _read(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        def fetch(cursor: Any) -> list[Any]:
+            cursor.execute(self._sql(statement), params)
+            return list(cursor.fetchall())
+        return self._run(fetch, repeatable=True)
+
+    def close_connection(self) -> None:
+        """Close the calling thread's connection, if it has one (a thread about to end)."""
+        connection, self._local.connection = getattr(self._local, "connection", None), None
+        if connection is not None:
+            with suppress(Exception):
+                connection.close()
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.placeholder)
@@ -144,10 +203,9 @@ class KeyStore:
 
     def records(self) -> list[KeyRecord]:
         """Every key, oldest first."""
-        with self._cursor() as cursor:
-            cursor.execute("SELECT key_id, subject, scopes, created_at, expires_at, revoked_at, "
-                           "last_used_at FROM wsauth_keys ORDER BY created_at")
-            return [KeyRecord.from_row(row) for row in cursor.fetchall()]
+        rows = self._read("SELECT key_id, subject, scopes, created_at, expires_at, revoked_at, "
+                          "last_used_at FROM wsauth_keys ORDER BY created_at")
+        return [KeyRecord.from_row(row) for row in rows]
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key by its id; False if no such (unrevoked) key."""
@@ -171,15 +229,13 @@ class KeyStore:
             raise InvalidToken("malformed_key")  # no database work for junk
         digest = _digest(token)
         try:
-            with self._cursor() as cursor:
-                cursor.execute(self._sql(
-                    "SELECT key_id, subject, scopes, created_at, expires_at, revoked_at, "
-                    "last_used_at, key_hash FROM wsauth_keys WHERE key_hash = ?"), (digest,))
-                row = cursor.fetchone()
-            record = None if row is None else KeyRecord.from_row(row[:-1])
-            if record is None or not hmac.compare_digest(str(row[-1]), digest) \
-                    or record.key_id != key_id:
+            rows = self._read("SELECT key_id, subject, scopes, created_at, expires_at, "
+                              "revoked_at, last_used_at, key_hash FROM wsauth_keys "
+                              "WHERE key_hash = ?", (digest,))
+            if not rows or not hmac.compare_digest(str(rows[0][-1]), digest) \
+                    or str(rows[0][0]) != key_id:
                 raise InvalidToken("unknown_key")
+            record = KeyRecord.from_row(rows[0][:-1])
             now = time.time()
             if record.revoked_at is not None:
                 raise InvalidToken("revoked_key", detail=record.key_id)
@@ -196,23 +252,26 @@ class KeyStore:
         if now - self._used.get(key_id, 0.0) < LAST_USED_RESOLUTION:
             return
         self._used[key_id] = now
-        with self._cursor() as cursor:
-            cursor.execute(self._sql("UPDATE wsauth_keys SET last_used_at = ? WHERE key_id = ?"),
-                           (now, key_id))
+        statement = self._sql("UPDATE wsauth_keys SET last_used_at = ? WHERE key_id = ?")
+        self._run(lambda cursor: cursor.execute(statement, (now, key_id)), repeatable=True)
 
     def revoked_since(self, since: float) -> list[str]:
         """Ids of keys revoked at or after ``since`` (for closing their connections)."""
-        with self._cursor() as cursor:
-            cursor.execute(self._sql("SELECT key_id FROM wsauth_keys WHERE revoked_at >= ?"),
-                           (since,))
-            return [str(row[0]) for row in cursor.fetchall()]
+        rows = self._read("SELECT key_id FROM wsauth_keys WHERE revoked_at >= ?", (since,))
+        return [str(row[0]) for row in rows]
 
 
 class SQLiteKeyStore(KeyStore):
-    """Keys in one SQLite file: WAL mode, so many threads read while one writes."""
+    """Keys in one SQLite file: WAL mode, so many threads read while one writes.
+
+    A new file is created readable by its owner only (0600); SQLite gives its ``-wal`` and
+    ``-shm`` files the same mode. An existing file keeps its mode, with a warning if
+    other users may open it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        _create_private(path)
         super().__init__()
 
     def _connect(self) -> sqlite3.Connection:
@@ -225,25 +284,95 @@ class SQLiteKeyStore(KeyStore):
         return f"SQLiteKeyStore({self.path!r})"
 
 
+def _create_private(path: str) -> None:
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        # Created 0600 in one step, before SQLite opens it: there is no moment at which
+        # the umask's wider mode applies (a later chmod would leave one).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        logger.warning("key store %s is open to other users (mode %03o): chmod 600 it",
+                       path, mode)
+
+
+#: libpq settings used unless the DSN names them. Keepalives make the kernel notice a
+#: database host that vanished while a connection sat idle (about 25 s), so its next use
+#: fails at once and is retried on a new connection; tcp_user_timeout drops a connection
+#: whose sent data stays unacknowledged. Neither helps against a server that is up but
+#: frozen (its kernel still acknowledges): the call watchdog covers that case.
+PG_CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "10",
+                          "keepalives_interval": "5", "keepalives_count": "3",
+                          "tcp_user_timeout": "15000"}
+#: Seconds past ``query_timeout`` before the watchdog cuts a call the server did not end.
+CUT_GRACE = 1.0
+
+
 class PostgresKeyStore(KeyStore):
-    """Keys in PostgreSQL, shared by every server process and host (needs ``psycopg``)."""
+    """Keys in PostgreSQL, shared by every server process and host (needs ``psycopg``).
+
+    Args:
+        dsn: a libpq connection string or ``postgresql://`` URI; its own settings win
+            over :data:`PG_CONNECTION_DEFAULTS`.
+        connect_timeout: seconds to open a connection (libpq's ``connect_timeout``).
+        query_timeout: seconds a statement may run: the server's ``statement_timeout``;
+            a call still unanswered :data:`CUT_GRACE` later has its socket shut down.
+
+    Raises:
+        ConfigurationError: psycopg is missing, or a timeout is not positive.
+    """
 
     placeholder = "%s"
 
-    def __init__(self, dsn: str, *, connect_timeout: int = 3) -> None:
+    def __init__(self, dsn: str, *, connect_timeout: int = 3,
+                 query_timeout: float = 5.0) -> None:
         try:
             import psycopg
         except ImportError:
             raise ConfigurationError("PostgreSQL needs psycopg: pip install "
                                      "'wsauth_sync[postgres]'") from None
+        if connect_timeout <= 0 or query_timeout <= 0:
+            raise ConfigurationError("connect_timeout and query_timeout must be positive")
         self._psycopg = psycopg
         self.database_errors = (psycopg.Error,)
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self.query_timeout = query_timeout
+        named = psycopg.conninfo.conninfo_to_dict(dsn)
+        self._defaults: dict[str, Any] = {
+            name: value for name, value in PG_CONNECTION_DEFAULTS.items() if name not in named}
         super().__init__()
 
     def _connect(self) -> Any:
-        return self._psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
+        connection = self._psycopg.connect(self.dsn, connect_timeout=self.connect_timeout,
+                                           **self._defaults)
+        try:
+            with self._deadline(connection):
+                # The server ends a slow statement (a lock wait, say) itself, cleanly: the
+                # connection stays usable, unlike one whose socket the watchdog cut.
+                connection.execute("SELECT set_config('statement_timeout', %s, false)",
+                                   (str(max(1, round(self.query_timeout * 1000))),))
+                connection.commit()
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @contextmanager
+    def _deadline(self, connection: Any) -> Iterator[WatchedCall | None]:
+        call = WATCHDOG.arm(connection.pgconn.socket,
+                            time.monotonic() + self.query_timeout + CUT_GRACE)
+        try:
+            yield call
+        finally:
+            WATCHDOG.disarm(call)
+
+    def _lost(self, connection: Any, call: WatchedCall | None) -> bool:
+        return bool(connection.broken) and not (call is not None and call.cut)
 
     def __repr__(self) -> str:
         return "PostgresKeyStore(<dsn>)"  # the DSN may hold a password
