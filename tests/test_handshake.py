@@ -23,6 +23,7 @@ from wsauth_sync import (
     Rejected,
     ServerHandshake,
     SubprotocolToken,
+    UpgradeRequest,
     encode_subprotocol_token,
 )
 from wsauth_sync.http11 import HeadLimits
@@ -437,3 +438,53 @@ def test_rejections_never_echo_request_values() -> None:
         result, _, _ = decide(data)
         assert isinstance(result, Rejected)
         assert marker.encode() not in result.response
+
+
+# -- A head parsed by another server gets the wire's checks, without being re-parsed --------
+
+def _fields(data: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """Split raw head bytes the way a host server would hand them over (no validation)."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    request_line, *lines = head.split("\r\n")
+    method, target, version = request_line.split(" ", 2)
+    headers = [(name, value.strip()) for name, _, value in (line.partition(":")
+                                                              for line in lines)]
+    return method, target, version, headers
+
+
+PARSED_CASES = {
+    "valid": valid(),
+    "request line over 8 KiB": valid(target="/ws?pad=" + "a" * 8200),
+    "header line over 8 KiB": valid(extra="X-Pad: " + "b" * 8200 + "\r\n"),
+    "129 headers": valid(extra="".join(f"X-H{n}: v\r\n" for n in range(129))),
+    "head over 16 KiB": valid(extra="".join(f"X-H{n}: {'c' * 4000}\r\n" for n in range(5))),
+    "space in a header name": valid(extra="Bad Name: v\r\n"),
+    "no Host": valid().replace(b"Host: 127.0.0.1\r\n", b""),
+    "HTTP/1.0": valid().replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    "control byte in a value": valid(extra="X-Evil: a\x01b\r\n"),
+    "two Content-Length values": valid(extra="Content-Length: 1\r\nContent-Length: 2\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", PARSED_CASES)
+def test_a_parsed_head_gets_the_same_answer_as_its_bytes(case: str) -> None:
+    data = PARSED_CASES[case]
+    wire, _, _ = decide(data)
+    method, target, version, headers = _fields(data)
+    spy = SpyVerifier()
+    handshake = ServerHandshake(HandshakePolicy(verifier=spy, sources=(QueryToken(),)))
+    request = UpgradeRequest.from_fields(method=method, target=target, headers=headers,
+                                         http_version=version)
+    head = handshake.receive_request(request)
+    parsed = handshake.decide() if head is True else head
+    assert type(parsed) is type(wire)
+    if isinstance(wire, Rejected):
+        assert isinstance(parsed, Rejected)
+        assert (parsed.error.status, parsed.error.reason) == (wire.error.status,
+                                                              wire.error.reason)
+        assert parse_response(parsed.response)[:2] == parse_response(wire.response)[:2]
+    else:
+        assert isinstance(parsed, Accept) and isinstance(wire, Accept)
+        response = handshake.accept(parsed)
+        assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert f"Sec-WebSocket-Accept: {ACCEPT}\r\n".encode() in response

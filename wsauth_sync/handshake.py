@@ -367,6 +367,16 @@ class ServerHandshake:
             return self.reject(error)
         return None if self._request is None else True
 
+    def receive_request(self, request: UpgradeRequest) -> Literal[True] | Rejected:
+        """Take a head another server parsed (a WSGI environ, ``http.server``): the wire's
+        limits and syntax checks apply to it, then :meth:`decide` as for bytes read here.
+        """
+        try:
+            self._request = self._reader.receive_request(request)
+        except HandshakeError as error:
+            return self.reject(error)
+        return True
+
     def decide(self) -> Accept | Rejected | Served:
         """Decide on the head :meth:`receive_head` completed (this may call the verifier)."""
         request = self._request

@@ -115,6 +115,21 @@ class RequestReader:
             else:  # ConnectionClosed before a complete head
                 raise BadRequest("incomplete_request")
 
+    def receive_request(self, request: UpgradeRequest) -> UpgradeRequest:
+        """Take a head another server parsed (WSGI, ``http.server``) as if read here.
+
+        The same limits and field syntax apply as on the wire (:func:`check_parsed`);
+        responses are then framed by h11 as the answer to that request.
+
+        Raises:
+            HandshakeError: 400 malformed, 414 or 431 over a limit, as on the wire.
+        """
+        check_parsed(request, self.limits)
+        self._h11 = _answering_connection()
+        self._scanning = False
+        self._request = request
+        return request
+
     def _scan(self, data: bytes) -> None:
         """Check head size, line lengths and count as bytes arrive, before h11 buffers them.
 
@@ -215,30 +230,55 @@ class RequestReader:
         return data
 
 
-def request_head(request: UpgradeRequest) -> bytes:
-    """Serialize a request that another server parsed back into head bytes.
+def check_parsed(request: UpgradeRequest, limits: HeadLimits = DEFAULT_HEAD_LIMITS) -> None:
+    """Apply the wire's checks to a head another server parsed, without re-parsing it.
 
-    Shells that receive a parsed request (WSGI, ``http.server``) feed these bytes to the
-    same :class:`RequestReader` as the socket server, so every answer is byte-identical.
+    h11 validates the fields while building its ``Request`` event (method and header
+    name tokens, target and value characters, a Host for HTTP/1.1, framing headers),
+    exactly as it does for bytes it parses; the lengths are those the head had on the
+    wire (``name: value`` lines), so the limits give the same 414 and 431.
 
     Raises:
-        BadRequest: h11 refuses to write it (no Host, say): 400 ``malformed_request``.
+        BadRequest: a field h11 refuses (400 ``malformed_request``).
+        URITooLong: request line over ``max_line_length`` (414).
+        HeadersTooLarge: a header line, the header count or the head over its limit (431).
     """
-    try:
-        event = h11.Request(method=request.method, target=request.target,
-                            headers=list(request.headers), http_version=request.http_version)
-        if request.http_version == "1.1":
-            return h11.Connection(h11.CLIENT).send(event) or b""
-    except h11.LocalProtocolError:
-        raise BadRequest("malformed_request") from None
-    # h11 writes nothing but HTTP/1.1, which would turn an HTTP/1.0 request into a
-    # valid one (or a 400): write the line with the version as received, so the core
-    # answers 505 as it does on the wire. The event above has validated every field.
     if not _HTTP_VERSION.fullmatch(request.http_version):
         raise BadRequest("malformed_request")
-    lines = [b"%s %s HTTP/%s\r\n" % (event.method, event.target, event.http_version)]
-    lines += [b"%s: %s\r\n" % pair for pair in event.headers.raw_items()]
-    return b"".join(lines) + b"\r\n"
+    request_line = len(request.method) + len(request.target) + len(request.http_version) + 7
+    if request_line > limits.max_line_length:
+        raise URITooLong("request_line_too_long")
+    if len(request.headers) > limits.max_headers:
+        raise HeadersTooLarge("too_many_headers")
+    total = request_line + 2
+    for name, value in request.headers:
+        line = len(name) + len(value) + 2
+        if line + 1 > limits.max_line_length:
+            raise HeadersTooLarge("header_line_too_long")
+        total += line + 2
+    if total > limits.max_head_size:
+        raise HeadersTooLarge("head_too_large")
+    try:
+        h11.Request(method=request.method, target=request.target,
+                    headers=list(request.headers), http_version=request.http_version)
+    except h11.LocalProtocolError:
+        raise BadRequest("malformed_request") from None
+
+
+# h11 frames a response only as the answer to a request it has read. For a head another
+# server parsed, it reads this minimal upgrade request instead: the response bytes depend
+# only on the request's HTTP version and on whether it asked for an upgrade, and this one
+# does both as every request that can get a 101 must.
+_ANSWERED_HEAD = (b"GET / HTTP/1.1\r\nHost: wsauth\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\n\r\n")
+
+
+def _answering_connection() -> h11.Connection:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(_ANSWERED_HEAD)
+    while not isinstance(connection.next_event(), h11.EndOfMessage):
+        pass
+    return connection
 
 
 def rejection_parts(error: HandshakeError, *,

@@ -22,14 +22,12 @@ from . import audit
 from .app import WebSocketApp
 from .connection import WebSocket, wait_readable
 from .errors import (
-    BadRequest,
     ConnectionClosed,
     HandshakeError,
     RequestTimeout,
     ServiceUnavailable,
 )
 from .handshake import Accept, Rejected, Served, ServerHandshake
-from .http11 import request_head
 from .request import UNIX_PEER, Address, UpgradeRequest
 
 logger = logging.getLogger("wsauth_sync")
@@ -145,14 +143,9 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
 
 
 def decide_parsed(handshake: ServerHandshake, request: UpgradeRequest) -> Decision:
-    """Run a request parsed elsewhere through ``handshake`` as if read from the wire."""
-    try:
-        head = request_head(request)
-    except HandshakeError as error:
-        return handshake.reject(error)
-    decision = handshake.receive_data(head)  # a whole head: always a decision
-    return decision if decision is not None else handshake.reject(
-        BadRequest("incomplete_request"))
+    """Decide on a request parsed elsewhere, with the checks bytes read here would get."""
+    head = handshake.receive_request(request)
+    return handshake.decide() if head is True else head
 
 
 def take_buffered(reader: object, sock: socket.socket) -> bytes:
