@@ -40,7 +40,9 @@ def wsauth(port: int) -> None:
     from wsauth_sync.echo import echo
 
     app = WebSocketApp({"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
-                       sources=[QueryToken()], limiter=None)
+                       sources=[QueryToken()], limiter=None,
+                       # One load generator, one token: per-client caps off, as for peers.
+                       max_connections_per_identity=None, max_connections_per_ip=None)
     server = WebSocketServer(app, host="127.0.0.1", port=port, max_connections=4000,
                              max_pending=4000, max_pending_per_ip=4000, backlog=1024)
     print("ready", flush=True)
@@ -59,7 +61,8 @@ def wsauth_wsgi_app() -> Any:
 
     return WebSocketMiddleware(not_found, WebSocketApp(
         {"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
-        sources=[QueryToken()], limiter=None), redact_host_logs=False)
+        sources=[QueryToken()], limiter=None, max_connections_per_identity=None,
+        max_connections_per_ip=None), redact_host_logs=False)
 
 
 def websockets_sync(port: int) -> None:
