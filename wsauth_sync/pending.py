@@ -121,6 +121,8 @@ class PendingHeads:
 
     def advance(self, pending: _Pending) -> None:
         """Read what is there; hand the head over once whole, or wait for more."""
+        if pending not in self._all:
+            return  # dropped to make room earlier in the same batch of selector events
         sock = pending.sock
         try:
             if not pending.tls_done:

@@ -120,13 +120,20 @@ class WebSocketServer:
             try:
                 while not self._stopping.is_set():
                     for key, _ in selector.select(pending.time_left(time.monotonic())):
-                        if key.fileobj is self._listener:
-                            self._accept_some()
-                        elif key.data is not None:
-                            pending.advance(key.data)
+                        self._on_event(key)
                     pending.expire(time.monotonic())
             finally:
                 pending.close_all()
+
+    def _on_event(self, key: selectors.SelectorKey) -> None:
+        try:
+            if key.fileobj is self._listener:
+                self._accept_some()
+            elif key.data is not None:
+                assert self._pending is not None
+                self._pending.advance(key.data)
+        except Exception:  # a bug with one connection must never stop the accept loop
+            logger.exception("serving a pending handshake failed")
 
     def _handshake(self, address: Address) -> ServerHandshake:
         return ServerHandshake(self.app.policy, limits=self.app.head_limits, client=address)
