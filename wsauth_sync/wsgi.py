@@ -193,7 +193,7 @@ def _unpatched_hint(environ: Environ) -> str:
             or uwsgi_unpatched(environ):
         return (" (a gevent or eventlet socket in a process that is not monkey-patched: "
                 "call gevent.monkey.patch_all() or eventlet.monkey_patch() first, "
-                "uWSGI --gevent-monkey-patch)")
+                "uWSGI --gevent-early-monkey-patch)")
     return ""
 
 
