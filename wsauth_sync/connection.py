@@ -10,6 +10,7 @@ no message size limit, so this module counts bytes across fragments and closes w
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import select
 import socket
@@ -402,9 +403,26 @@ def wait_readable(sock: socket.socket, deadline: float) -> bool:
     pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
     if pending is not None and pending():
         return True
+    remaining = max(0.0, deadline - time.monotonic())
+    if not hasattr(select, "poll"):
+        # eventlet's monkey patching removes select.poll (gevent's swaps in its own);
+        # the patched select() waits on the hub, with no FD_SETSIZE limit. But eventlet
+        # refuses a second waiter on a socket the handler's green thread is reading, so
+        # the timers' "anything there now?" is a peek that never waits.
+        if remaining > 0:
+            return bool(select.select([sock], [], [], remaining)[0])
+        probe = _socket.socket(fileno=sock.fileno())  # the bare, never-green socket
+        try:
+            probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            return True  # data, or b"" at EOF
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # a pending error: the next recv reports it
+        finally:
+            probe.detach()
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    remaining = max(0.0, deadline - time.monotonic())
     return bool(poller.poll(remaining * 1000))
 
 

@@ -17,7 +17,16 @@ request differently afterwards:
   :class:`StopIteration` makes it close the connection without a response or an error.
 * cheroot exposes nothing by default: serve through
   :class:`~wsauth_sync.cheroot_gateway.CherootGateway`, which offers the socket as
-  ``environ["wsauth_sync.socket"]`` and ends the request cleanly.
+  ``environ["wsauth_sync.socket"]`` and ends the request cleanly. gevent's
+  ``pywsgi.WSGIServer`` and ``eventlet.wsgi.server`` take a handler class that does the
+  same (:mod:`wsauth_sync.gevent_gateway`, :mod:`wsauth_sync.eventlet_gateway`);
+  eventlet's request then ends through its own "already handled" flag.
+* uWSGI (``--http-socket``) hands out the connection's descriptor
+  (:mod:`wsauth_sync.uwsgi_takeover`): uWSGI itself writes the 101, so it logs the
+  request as 101 and writes nothing after it.
+
+Under gevent or eventlet the host's socket is cooperative only once the process is
+monkey-patched; an unpatched green socket is refused like a server without a socket.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,6 +47,7 @@ from .http11 import rejection_parts
 from .request import UNIX_PEER, Address, UpgradeRequest, environ_client, environ_path
 from .sources import QueryToken
 from .upgrade import answer, decide_parsed, serve_accepted, take_buffered
+from .uwsgi_takeover import UWSGI_KEY, uwsgi_socket, uwsgi_unpatched, write_head
 
 logger = logging.getLogger("wsauth_sync")
 
@@ -49,9 +60,12 @@ SOCKET_KEY = "wsauth_sync.socket"
 #: Environ key for the adapter's buffered reader (bytes read past the head live there).
 INPUT_KEY = "wsauth_sync.input"
 
-SUPPORTED_SERVERS = ("Werkzeug (werkzeug.socket), gunicorn sync/gthread (gunicorn.socket), "
-                     "cheroot via wsauth_sync.cheroot_gateway.CherootGateway; for http.server use "
-                     "wsauth_sync.handle_request()")
+SUPPORTED_SERVERS = ("Werkzeug (werkzeug.socket), gunicorn sync/gthread/gevent "
+                     "(gunicorn.socket), cheroot via wsauth_sync.cheroot_gateway.CherootGateway, "
+                     "gevent.pywsgi via wsauth_sync.gevent_gateway.GeventHandler, eventlet.wsgi "
+                     "via wsauth_sync.eventlet_gateway.EventletProtocol, uWSGI --http-socket "
+                     "with --threads or --gevent; gevent and eventlet only once monkey-patched; "
+                     "for http.server use wsauth_sync.handle_request()")
 
 
 class SocketTakenOver(WSAuthError):
@@ -85,6 +99,14 @@ class WebSocketMiddleware:
         if environ_path(environ) not in self.ws_app.routes:
             return self.app(environ, start_response)
         takeover = _find_socket(environ)
+        try:
+            return self._upgrade(environ, start_response, takeover)
+        finally:
+            if takeover is not None and takeover[0] == UWSGI_KEY:
+                takeover[1].close()  # our duplicate of uWSGI's descriptor; uWSGI closes its own
+
+    def _upgrade(self, environ: Environ, start_response: StartResponse,
+                 takeover: tuple[str, socket.socket] | None) -> Iterable[bytes]:
         deadline = time.monotonic() + self.ws_app.handshake_timeout
         client = _peer(environ, takeover)
         handshake = ServerHandshake(self.ws_app.policy, limits=self.ws_app.head_limits,
@@ -107,17 +129,15 @@ class WebSocketMiddleware:
             start_response("200 OK", headers)
             return [decision.page.body]
         key, sock = takeover
-        sock.settimeout(None)  # the connection keeps its own deadlines from here on
         with contextlib.suppress(OSError):  # the client left before the 101: nothing to do
+            if key == UWSGI_KEY:
+                write_head(start_response, response)  # uWSGI writes (and logs) the 101
+                response = b""
+            sock.settimeout(None)  # the connection keeps its own deadlines from here on
             serve_accepted(sock, decision, self.ws_app, response=response,
                            trailing_data=_buffered_bytes(environ, key, sock),
                            address=request.client)
-        # Tell the host server the exchange is over, in the way it handles silently.
-        if key == "gunicorn.socket":
-            raise StopIteration
-        if key == "werkzeug.socket":
-            raise ConnectionAbortedError("WebSocket connection ended")
-        raise SocketTakenOver
+        return _end_request(environ, key, sock)
 
     def _refuse(self, rejected: Rejected, start_response: StartResponse,
                 client: tuple[str, int] | None) -> list[bytes]:
@@ -134,17 +154,48 @@ class WebSocketMiddleware:
         server = str(environ.get("SERVER_SOFTWARE", "unknown WSGI server"))
         if server not in self._warned_servers:
             self._warned_servers.add(server)
-            logger.error("WSGI server %r gives no access to its socket, so WebSocket "
+            logger.error("WSGI server %r gives no access to its socket%s, so WebSocket "
                          "upgrades are refused with 501. Supported: %s", server,
-                         SUPPORTED_SERVERS)
+                         _unpatched_hint(environ), SUPPORTED_SERVERS)
 
 
 def _find_socket(environ: Environ) -> tuple[str, socket.socket] | None:
+    # isinstance() against the socket class as it is now: under monkey patching that is
+    # gevent's or eventlet's cooperative socket, so an unpatched green socket (which
+    # would block the whole hub) is not taken.
     for key in (SOCKET_KEY, "werkzeug.socket", "gunicorn.socket"):
         sock = environ.get(key)
         if isinstance(sock, socket.socket):
             return key, sock
-    return None
+    sock = uwsgi_socket(environ)
+    return (UWSGI_KEY, sock) if sock is not None else None
+
+
+def _end_request(environ: Environ, key: str, sock: socket.socket) -> Iterable[bytes]:
+    """Tell the host server the exchange is over, in the way it handles silently."""
+    if key == "gunicorn.socket":  # sync, gthread and the async workers alike
+        raise StopIteration
+    if key == "werkzeug.socket":
+        raise ConnectionAbortedError("WebSocket connection ended")
+    if key == UWSGI_KEY:
+        return []  # the 101 was uWSGI's own response: nothing more to write
+    eventlet_wsgi = sys.modules.get("eventlet.wsgi")
+    if "eventlet.input" in environ and eventlet_wsgi is not None:
+        # eventlet's own flag for a response written by the application itself.
+        eventlet_wsgi.WSGI_LOCAL.already_handled = True
+        return []
+    raise SocketTakenOver
+
+
+def _unpatched_hint(environ: Environ) -> str:
+    """Why a green server's socket was not taken, for the ERROR line."""
+    offered = [environ.get(key) for key in (SOCKET_KEY, "gunicorn.socket")]
+    if any(sock is not None and not isinstance(sock, socket.socket) for sock in offered) \
+            or uwsgi_unpatched(environ):
+        return (" (a gevent or eventlet socket in a process that is not monkey-patched: "
+                "call gevent.monkey.patch_all() or eventlet.monkey_patch() first, "
+                "uWSGI --gevent-early-monkey-patch)")
+    return ""
 
 
 def _peer(environ: Environ, takeover: tuple[str, socket.socket] | None) -> Address | None:
