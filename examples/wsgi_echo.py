@@ -6,8 +6,8 @@ Tokens come from the ``WSAUTH_TOKENS`` environment variable (comma-separated).
         -b 127.0.0.1:8000 examples.wsgi_echo:app
     WSAUTH_TOKENS=secret-one python examples/wsgi_echo.py      # Werkzeug, threaded
 
-Each open WebSocket holds one server thread: size ``--threads`` for the connections
-you expect.
+``PORT`` changes the Werkzeug server's port. Each open WebSocket holds one server thread:
+size ``--threads`` for the connections you expect.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname
 TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
           if token.strip()]
 if not TOKENS:
-    sys.exit("set WSAUTH_TOKENS to one or more comma-separated tokens")
+    print("examples/wsgi_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+          file=sys.stderr)
+    # Under gunicorn, status 3 means "the worker cannot boot": it stops instead of retrying.
+    sys.exit(2 if __name__ == "__main__" else 3)
 
 
 def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
