@@ -15,11 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import ServerProcess, handshake_bytes, read_response
 from websockets.sync.client import connect
+
+import wsauth_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -36,6 +39,21 @@ def docstring_commands(path: Path) -> list[str]:
     text = text.replace("\\\n", " ")
     return [line.strip() for line in text.splitlines()
             if line.startswith("    ") and ("python" in line or "gunicorn" in line)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Let the examples import wsauth_sync as installed, but not the repository root.
+
+    A user's ``python examples/x.py`` finds only the installed package; a PYTHONPATH
+    naming the root (as the test runs may use) would hide a broken import.
+    """
+    site = tmp_path_factory.mktemp("site")
+    (site / "wsauth_sync").symlink_to(Path(wsauth_sync.__file__).parent)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PYTHONPATH", str(site))
+    yield
+    patch.undo()
 
 
 def runnable(command: str) -> tuple[list[str], dict[str, str]]:

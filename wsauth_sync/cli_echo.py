@@ -11,7 +11,6 @@ import argparse
 import os
 import secrets
 import ssl
-import sys
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
@@ -242,4 +241,4 @@ def _announce(args: argparse.Namespace, sources: list[str], demo_token: str | No
         print(line)
     if usable:
         print(f"Browser demo: {page}" + (f"#token={demo_token}" if demo_token else ""))
-    sys.stdout.flush()
+    print("Press Ctrl-C to stop.", flush=True)
