@@ -37,7 +37,7 @@ def docstring_commands(path: Path) -> list[str]:
     """The shell commands in an example's docstring (indented lines, ``\\`` continued)."""
     text = ast.get_docstring(ast.parse(path.read_text())) or ""
     text = text.replace("\\\n", " ")
-    return [line.strip() for line in text.splitlines()
+    return [line.split(" # ")[0].strip() for line in text.splitlines()
             if line.startswith("    ") and ("python" in line or "gunicorn" in line)]
 
 
