@@ -78,14 +78,15 @@ def _origin(text: str) -> str:
 
 def _add_echo(commands: argparse._SubParsersAction[_Parser]) -> None:
     run = commands.add_parser("echo", help="run the authenticated echo server",
-                              description="Run the authenticated echo server. " + SECRETS_NOTE,
+                              description="Run the authenticated echo server.",
                               formatter_class=_HelpFormatter)
     run.set_defaults(parser=run)
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
     run.add_argument("--port", type=_number(int, "a TCP port (0 to 65535)", 0, 65535),
                      default=8080, help="TCP port (0: any free port)")
     run.add_argument("--path", type=_path, default="/ws", help="WebSocket path")
-    auth = run.add_argument_group("authentication (one kind)", SECRETS_NOTE)
+    auth = run.add_argument_group("authentication (one kind)", SECRETS_NOTE + " With none "
+                                  "of them, one random demo token is accepted (and printed).")
     auth.add_argument("--token", action="append", default=[], metavar="TOKEN",
                       help="accept this static token (repeatable; visible in the process list)")
     auth.add_argument("--token-file", action="append", default=[], metavar="PATH", type=Path,
@@ -102,8 +103,10 @@ def _add_echo(commands: argparse._SubParsersAction[_Parser]) -> None:
     auth.add_argument("--jwt-algorithm", metavar="ALG",
                       help="JWT algorithm (default: HS256 with a secret, RS256 with --jwks-url; "
                            "required with --jwt-public-key)")
-    auth.add_argument("--jwt-audience", metavar="AUD", help="required JWT audience")
-    auth.add_argument("--jwt-issuer", metavar="ISS", help="required JWT issuer")
+    auth.add_argument("--jwt-audience", metavar="AUD",
+                      help="required JWT audience (default: aud not checked)")
+    auth.add_argument("--jwt-issuer", metavar="ISS",
+                      help="required JWT issuer (default: iss not checked)")
     auth.add_argument("--keys-db", metavar="PATH|DSN",
                       help="verify API keys from this key store (SQLite file or postgresql:// "
                            "DSN; a DSN password is visible in the process list)")
@@ -117,8 +120,10 @@ def _add_echo(commands: argparse._SubParsersAction[_Parser]) -> None:
                           "(repeatable; requests from other or no origins get 403; default: "
                           "any origin)")
     run.add_argument("--certfile", type=Path,
-                     help="serve wss:// with this certificate chain (PEM; may hold the key)")
-    run.add_argument("--keyfile", type=Path, help="private key for --certfile (PEM)")
+                     help="serve wss:// with this certificate chain (PEM; may hold the key; "
+                          "default: plain ws://)")
+    run.add_argument("--keyfile", type=Path,
+                     help="private key for --certfile (PEM; default: the key in --certfile)")
     run.add_argument("--no-rate-limit", action="store_true",
                      help="do not answer 429 to clients that keep failing authentication "
                           "(default: 20 failures per address, then 1 a second)")
