@@ -177,7 +177,9 @@ def test_keys_table_is_aligned_and_shows_expired_and_revoked(tmp_path: Path) -> 
     later = run("keys", "create", "a-much-longer-owner-name", "--expires", "7d", "--db", db)
     revoked_id = re.search(r"Created key (\w+)", later.stderr).group(1)  # type: ignore[union-attr]
     assert run("keys", "revoke", revoked_id, "--db", db).returncode == 0
-    one_line_error(run("keys", "revoke", revoked_id, "--db", db), revoked_id, "no active key")
+    again = run("keys", "revoke", revoked_id, "--db", db)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
+    assert f"{revoked_id}: no active key" in again.stderr
     deadline = time.monotonic() + 10
     while "expired" not in (listing := run("keys", "list", "--db", db).stdout):
         assert time.monotonic() < deadline

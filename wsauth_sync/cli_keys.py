@@ -115,7 +115,8 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
 
 def _revoke(store: KeyStore, args: argparse.Namespace) -> int:
     if not store.revoke(args.key_id):
-        return fail(f"keys revoke {args.key_id}: no active key with that id")
+        fail(f"keys revoke {args.key_id}: no active key with that id")
+        return 1  # well-formed, but nothing to revoke
     print(f"Revoked {args.key_id}; its open connections close within seconds.")
     return 0
 
