@@ -1,15 +1,27 @@
 """The echo server in a few lines of library API: run it, then connect with the token.
 
-    python examples/echo_server.py
-    python -m websockets "ws://127.0.0.1:8080/ws?token=change-me-to-a-long-random-string"
+    WSAUTH_TOKENS=change-me python examples/echo_server.py
+    python -m websockets "ws://127.0.0.1:8080/ws?token=change-me"
+
+Tokens come from ``WSAUTH_TOKENS`` (comma-separated); ``PORT`` changes the port.
 """
 
 import logging
 import os
+import signal
+import sys
 
-from wsauth_sync import QueryToken, StaticTokens, SubprotocolToken, WebSocket, WebSocketApp, serve
+from wsauth_sync import (
+    QueryToken,
+    StaticTokens,
+    SubprotocolToken,
+    WebSocket,
+    WebSocketApp,
+    WebSocketServer,
+)
 
-TOKEN = os.environ.get("WSAUTH_TOKEN", "change-me-to-a-long-random-string")
+TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
+          if token.strip()]
 
 
 def echo(ws: WebSocket) -> None:
@@ -19,14 +31,23 @@ def echo(ws: WebSocket) -> None:
         ws.send(f"You said: {message}" if isinstance(message, str) else message)
 
 
-app = WebSocketApp(
-    {"/ws": echo},
-    verifier=StaticTokens({TOKEN: "demo-user"}),
-    # ?token=... or, from a browser, new WebSocket(url, ["bearer", token])
-    sources=[QueryToken(), SubprotocolToken()],
-)
-
 if __name__ == "__main__":
+    if not TOKENS:
+        print("examples/echo_server.py: set WSAUTH_TOKENS to one or more comma-separated "
+              "tokens", file=sys.stderr)
+        sys.exit(2)
+    app = WebSocketApp(
+        {"/ws": echo},
+        verifier=StaticTokens({token: "demo-user" for token in TOKENS}),
+        # ?token=... or, from a browser, new WebSocket(url, ["bearer", token])
+        sources=[QueryToken(), SubprotocolToken()],
+    )
     logging.basicConfig(level=logging.INFO)
-    print("Listening on ws://127.0.0.1:8080/ws")
-    serve(app, host="127.0.0.1", port=8080)
+    server = WebSocketServer(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8080")))
+    host, port = server.address  # bound: the port is known (PORT=0 picks a free one)
+    print(f"Listening on ws://{host}:{port}/ws", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.shutdown()

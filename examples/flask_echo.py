@@ -2,6 +2,7 @@
 
     WSAUTH_TOKENS=secret-one python examples/flask_echo.py
 
+Tokens come from ``WSAUTH_TOKENS`` (comma-separated); ``PORT`` changes the port.
 Flask's development server runs threaded (``app.run(threaded=True)``); each open
 WebSocket holds one of its threads.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
 from flask import Flask
 
@@ -32,10 +34,15 @@ def echo(ws: WebSocket) -> None:
         ws.send(f"You said: {message}" if isinstance(message, str) else message)
 
 
-tokens = [t.strip() for t in os.environ.get("WSAUTH_TOKENS", "").split(",") if t.strip()]
+TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
+          if token.strip()]
+if not TOKENS:
+    print("examples/flask_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+          file=sys.stderr)
+    sys.exit(2)
 app.wsgi_app = WebSocketMiddleware(app.wsgi_app, WebSocketApp(  # type: ignore[method-assign]
     {"/ws": echo},
-    verifier=StaticTokens({token: f"user-{n}" for n, token in enumerate(tokens, 1)}),
+    verifier=StaticTokens({token: f"user-{n}" for n, token in enumerate(TOKENS, 1)}),
     sources=[QueryToken(), SubprotocolToken()],
 ))
 

@@ -4,6 +4,8 @@
 entry point for a head that has already been read; other paths stay ordinary handlers.
 
     WSAUTH_TOKENS=secret-one python examples/stdlib_echo.py
+
+Tokens come from ``WSAUTH_TOKENS`` (comma-separated); ``PORT`` changes the port.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from wsauth_sync import (
@@ -24,8 +27,13 @@ from wsauth_sync import (
 from wsauth_sync.audit import redact_message
 from wsauth_sync.echo import echo
 
-tokens = [t.strip() for t in os.environ.get("WSAUTH_TOKENS", "").split(",") if t.strip()]
-ws_app = WebSocketApp({"/ws": echo}, verifier=StaticTokens(tokens), sources=[QueryToken()])
+TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
+          if token.strip()]
+if not TOKENS:
+    print("examples/stdlib_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+          file=sys.stderr)
+    sys.exit(2)
+ws_app = WebSocketApp({"/ws": echo}, verifier=StaticTokens(TOKENS), sources=[QueryToken()])
 
 
 class Handler(BaseHTTPRequestHandler):

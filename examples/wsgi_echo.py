@@ -7,8 +7,8 @@ proxies from ``WSAUTH_TRUSTED_PROXIES`` (comma-separated; ``unix`` for a Unix so
         -b 127.0.0.1:8000 examples.wsgi_echo:app
     WSAUTH_TOKENS=secret-one python examples/wsgi_echo.py      # Werkzeug, threaded
 
-Each open WebSocket holds one server thread: size ``--threads`` for the connections
-you expect.
+``PORT`` changes the Werkzeug server's port. Each open WebSocket holds one server thread:
+size ``--threads`` for the connections you expect.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname
 TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
           if token.strip()]
 if not TOKENS:
-    sys.exit("set WSAUTH_TOKENS to one or more comma-separated tokens")
+    print("examples/wsgi_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+          file=sys.stderr)
+    # Under gunicorn, status 3 means "the worker cannot boot": it stops instead of retrying.
+    sys.exit(2 if __name__ == "__main__" else 3)
 # Proxies whose X-Forwarded-For names the client: IP addresses, or "unix" for nginx in
 # front of gunicorn on a Unix socket (--bind unix:/run/app.sock). None by default.
 TRUSTED_PROXIES = [proxy.strip() for proxy in

@@ -9,6 +9,8 @@ command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# The README's commands make a virtual environment: Debian's python3 needs python3-venv.
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing="$missing python3-venv"
 
 if [ -n "$missing" ]; then
     SUDO=""

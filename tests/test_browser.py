@@ -8,7 +8,9 @@ kept in ``artifacts/``.
 from __future__ import annotations
 
 import shutil
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -102,6 +104,62 @@ def test_cookie_form_with_the_allowed_origin(site: tuple[WebSocketServer, str], 
     page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
     assert wait_for(lambda: any("source=cookie" in r.getMessage() and
                                 f"origin={origin}" in r.getMessage() for r in logs.records))
+
+
+def token_cookies(page: Page) -> list[dict[str, object]]:
+    return [dict(c) for c in page.context.cookies() if c["name"] == "token"]
+
+
+def test_cookie_is_scoped_to_the_socket_path_and_cleared_after_use(
+        site: tuple[WebSocketServer, str], page: Page) -> None:
+    _, origin = site
+    connect_with(page, origin, "cookie")
+    page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
+    assert token_cookies(page) == []  # deleted once the handshake is over
+    page.click("#disconnect")
+    page.wait_for_selector("text=closed, code 1000", timeout=5000)
+    page.fill("#token", "not-the-token")
+    page.click("#connect")
+    page.wait_for_selector("text=closed, code 1006", timeout=5000)
+    assert token_cookies(page) == []  # and after a refusal
+    page.evaluate("setTokenCookie('probe')")  # what the page sets just before connecting
+    (cookie,) = token_cookies(page)
+    assert (cookie["path"], cookie["sameSite"], cookie["secure"]) == ("/ws", "Strict", False)
+    assert 0 < float(cookie["expires"]) - time.time() <= 61  # short-lived even if never used
+
+
+def test_cookie_is_secure_over_https(browser: Browser, tmp_path: Path) -> None:
+    import trustme
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    port = free_port()
+    app = make_app(sources=[CookieToken()], allowed_origins=[f"https://127.0.0.1:{port}"],
+                   pages={"/": demo_page("/ws", sources=["cookie"])})
+    with running(app, port=port, ssl_context=context):
+        browsing = browser.new_context(ignore_https_errors=True)
+        try:
+            page = browsing.new_page()
+            connect_with(page, f"https://127.0.0.1:{port}", "cookie")
+            page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
+            assert token_cookies(page) == []
+            page.evaluate("setTokenCookie('probe')")
+            (cookie,) = token_cookies(page)
+            assert (cookie["path"], cookie["sameSite"], cookie["secure"]) == ("/ws", "Strict",
+                                                                              True)
+        finally:
+            browsing.close()
+
+
+def test_demo_page_never_asks_for_a_favicon(site: tuple[WebSocketServer, str], page: Page,
+                                            logs: pytest.LogCaptureFixture) -> None:
+    _, origin = site
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    connect_with(page, origin, "subprotocol")
+    page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
+    assert not [url for url in requested if "favicon" in url]
+    assert not [r for r in logs.records if "favicon" in r.getMessage()]
 
 
 def test_wrong_token_is_refused_before_open(site: tuple[WebSocketServer, str], page: Page,

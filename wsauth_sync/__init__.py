@@ -5,7 +5,10 @@ only then does the 101 go out and wsproto take over. Start with :class:`WebSocke
 and :class:`WebSocketServer`, or :func:`handle_socket` for an existing accept loop.
 """
 
+__version__ = "0.1.0"
+
 from .app import Handler, WebSocketApp
+from .audit import install_log_redaction, redact_message, redact_text
 from .connection import WebSocket
 from .errors import (
     AuthenticationFailed,
@@ -22,9 +25,11 @@ from .errors import (
     TooManyRequests,
     WSAuthError,
 )
+from .guards import FailedAuthLimiter
 from .handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check_upgrade
 from .http11 import HeadLimits
 from .jwt_verifier import JWTVerifier
+from .keystore import open_keystore
 from .request import UpgradeRequest
 from .server import WebSocketServer, serve
 from .sources import (
@@ -47,6 +52,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionClosed",
     "CookieToken",
+    "FailedAuthLimiter",
     "Forbidden",
     "Handler",
     "HandshakeError",
@@ -76,6 +82,10 @@ __all__ = [
     "encode_subprotocol_token",
     "handle_request",
     "handle_socket",
+    "install_log_redaction",
+    "open_keystore",
+    "redact_message",
+    "redact_text",
     "serve",
     "take_buffered",
 ]
