@@ -104,9 +104,10 @@ def opened(url: str, key: str) -> Iterator[ClientConnection]:
 
 
 def wait_for_new_listeners(pg: Cluster, old: set[int], count: int, timeout: float) -> set[int]:
+    """Wait until ``count`` listening backends not in ``old`` exist; those are returned."""
     assert wait_for(lambda: len(listeners(pg) - old) == count, timeout=timeout), \
         f"the listeners did not come back: {listeners(pg)} (before: {old})"
-    return listeners(pg)
+    return listeners(pg) - old
 
 
 # -- two server processes on one PostgreSQL ----------------------------------------------
@@ -121,11 +122,11 @@ def test_a_revocation_on_any_host_closes_its_connections_on_every_instance(
                               "--keys-db", pg.dsn]) for _ in range(2)]
     try:
         urls = [server.expect(r"Listening on (ws://\S+)").group(1) for server in servers]
-        clients = contextlib.ExitStack()
+        clients, before = contextlib.ExitStack(), listeners(pg)
         conns = {name: [clients.enter_context(opened(url, key)) for url in urls]
                  for name, (key, _) in keys.items()}
         # Each instance listens once it has a connection to watch.
-        listening = wait_for_new_listeners(pg, set(), 2, timeout=15)
+        listening = wait_for_new_listeners(pg, before, 2, timeout=15)
 
         def revoke_and_expect(name: str, bound: float) -> None:
             returned = revoke_from_another_host(pg.dsn, keys[name][1].key_id)
@@ -156,6 +157,36 @@ def test_a_revocation_on_any_host_closes_its_connections_on_every_instance(
         for key, _ in keys.values():
             assert key not in server.output
         assert "postgres@" not in server.output  # the DSN is never logged
+
+
+def test_concurrent_revocations_all_close_at_once_and_a_forged_announcement_closes_nothing(
+        pg: Cluster) -> None:
+    admin = PostgresKeyStore(pg.dsn)
+    doomed = [admin.create(f"burst-{n}") for n in range(20)]
+    spared, spared_record = admin.create("spared")
+    store = PostgresKeyStore(pg.dsn)
+    app = make_app(verifier=store)  # the default 5 s interval: a close within 1 s was pushed
+    with running(app) as server, contextlib.ExitStack() as stack, \
+            concurrent.futures.ThreadPoolExecutor(8) as pool:
+        url, before = ws_url(server), listeners(pg)
+        conns = [stack.enter_context(opened(url, key)) for key, _ in doomed]
+        ws_spared = stack.enter_context(opened(url, spared))
+        listening = wait_for_new_listeners(pg, before, 1, timeout=10)
+        # Anyone who may connect to the database can NOTIFY: an announcement is only a
+        # reason to read the log, never a revocation itself.
+        sql(pg, "SELECT pg_notify(%s, %s)", REVOCATION_CHANNEL, spared_record.key_id)
+        sql(pg, "SELECT pg_notify(%s, %s)", REVOCATION_CHANNEL, "'; DROP TABLE x; --")
+        still_open(ws_spared)
+        # Eight revokers at once, each on its own connection, appending to the log in turns.
+        assert all(pool.map(lambda pair: admin.revoke(pair[1].key_id), doomed, timeout=60))
+        returned = time.monotonic()
+        for ws in conns:
+            assert closes_revoked(ws, returned, timeout=6) <= PUSH_BOUND
+        still_open(ws_spared)
+        assert listening <= listeners(pg)  # announcements never cost the listener its connection
+    # Nothing left to watch: the listener lets its connection go.
+    assert wait_for(lambda: not listening & listeners(pg), timeout=10)
+    admin.close_connection()
 
 
 # -- the fallback: periodic checks while the feed is down ----------------------------------
@@ -190,10 +221,10 @@ def test_while_the_feed_is_down_checks_still_close_within_the_interval_and_it_re
     source = HeldFeed(PostgresKeyStore(pg.dsn))
     app = make_app(verifier=source, revocation_interval=interval)
     with running(app) as server:
-        url = ws_url(server)
+        url, before = ws_url(server), listeners(pg)
         with opened(url, doomed) as ws, opened(url, later) as ws_later, \
                 opened(url, spared) as ws_spared:
-            listening = wait_for_new_listeners(pg, set(), 1, timeout=10)
+            listening = wait_for_new_listeners(pg, before, 1, timeout=10)
             source.held.set()
             terminate(listening, pg)
             assert wait_for(lambda: source.refused >= 1, timeout=10)
