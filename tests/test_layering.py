@@ -36,7 +36,7 @@ def test_core_module_does_no_io(module: str) -> None:
 
 def test_every_module_is_classified() -> None:
     shells = {"connection", "server", "app", "cli", "echo", "wsgi", "cheroot_gateway", "guards",
-              "timers", "upgrade", "keystore", "dbwatch", "workers", "pending", "caps",
+              "timers", "upgrade", "keystore", "pgstore", "dbwatch", "workers", "pending", "caps",
               "gevent_gateway", "eventlet_gateway", "uwsgi_takeover", "cli_echo", "cli_keys",
               "__init__", "__main__"}
     assert {p.stem for p in PACKAGE.glob("*.py")} <= set(CORE) | shells

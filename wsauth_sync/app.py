@@ -83,8 +83,9 @@ class WebSocketApp:
         close_on_expiry: close with 1008 when the credential's ``expires_at`` passes.
         required_scopes: ``{path: scopes}`` a credential must hold there (403 otherwise).
         revocation_interval: seconds between checks for revoked credentials, when the
-            verifier can report them (``revoked_since``, e.g. a key store); their open
-            connections are closed with 1008.
+            verifier can report them (``revoked_after``, e.g. a key store); their open
+            connections are closed with 1008. A store that announces revocations
+            (PostgreSQL) has them closed at once; the checks are its fallback.
         pages: ``{path: Page}`` served to plain GET requests (a demo page, say).
         max_connections_per_identity: open connections one token subject may hold;
             past it a handshake gets 429 + ``Retry-After`` (None: no cap).
@@ -136,7 +137,7 @@ class WebSocketApp:
         self.verifier = verifier
         self.revocations = (
             RevocationWatch(verifier, interval=revocation_interval)  # type: ignore[arg-type]
-            if callable(getattr(verifier, "revoked_since", None)) else None)
+            if callable(getattr(verifier, "revoked_after", None)) else None)
         if verify_timeout is not None and verify_timeout <= 0:
             raise ConfigurationError("verify_timeout must be positive")
         if verify_timeout is not None and getattr(verifier, "blocking", True):

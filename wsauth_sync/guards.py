@@ -1,8 +1,9 @@
 """Guards around the core that need a clock, a lock or a thread.
 
 * :class:`RevocationWatch`: finds the open connections of revoked credentials and
-  closes them with 1008, checking the verifier once per interval for all of them, on a
-  thread of its own (a hung database must not stall the shared timer thread).
+  closes them with 1008, checking the verifier once per interval for all of them, and at
+  once when the store announces a revocation, on threads of its own (a hung database
+  must not stall the shared timer thread).
 * :class:`FailedAuthLimiter`: a token bucket per client IP for failed authentications;
   over budget the core answers 429 before doing any verifier work.
 * :class:`TimeLimitedVerifier`: runs a verifier on a small pool of daemon threads and
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError, ServiceUnavailable, TooManyRequests
-from .verifiers import Identity, RevocationSource, Verifier
+from .verifiers import Identity, RevocationFeed, RevocationSource, Verifier
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -129,22 +130,41 @@ class _Result:
         self.abandoned = False
 
 
-class RevocationWatch:
-    """Open connections by credential id; every ``interval`` seconds, close revoked ones.
+#: Seconds a revocation seen by a check stays known, for a connection registered after
+#: that check although its credential was verified before the revocation (a handshake
+#: in flight): it is closed as soon as it is registered.
+REVOKED_MEMORY = 300.0
+#: Seconds before the first attempt to reopen a lost revocation feed; doubles per failure.
+FEED_RETRY = 0.5
+#: Longest single wait on the feed: how late the listener notices it should stop.
+FEED_TICK = 1.0
 
-    One query per interval for the whole process (``source.revoked_since``), whatever
+
+class RevocationWatch:
+    """Open connections by credential id; those of revoked credentials are closed with 1008.
+
+    A check asks the source for the revocations logged after the last one it saw
+    (``source.revoked_after``): positions in the store's log, not times, so hosts whose
+    clocks disagree miss nothing. One check per ``interval`` for the whole process, whatever
     the number of connections, on a daemon thread of its own that runs only while
-    connections with a credential id are open: a slow, hung or restarting database
-    delays revocation closes, never the shared timer thread (expiry, keepalive). A failed
-    check is logged (a WARNING naming the error class only) and retried after a delay
-    that doubles from ``interval`` up to ``max_backoff``; the next successful check asks
-    from the last successful one, so no revocation made meanwhile is missed. A source
-    with a ``close_connection()`` method (a key store) is told when the thread ends.
+    connections with a credential id are open: a slow, hung or restarting database delays
+    revocation closes, never the shared timer thread (expiry, keepalive). A failed check is
+    logged (a WARNING naming the error class only) and retried after a delay that doubles
+    from ``interval`` up to ``max_backoff``; the next good check reads from the same place.
+
+    A source with a ``revocation_feed()`` method (PostgreSQL) also announces revocations as
+    they commit: a second daemon thread waits on the feed and has a check run at once for
+    each announcement; the periodic checks stay as the fallback. A lost feed (a database
+    restart, a dropped connection) is reopened after :data:`FEED_RETRY` s, doubling up to
+    ``max_backoff``, and each reopening is followed by one check, so what was revoked while
+    it was down is not missed. A source with a ``close_connection()`` method (a key store)
+    is told when the check thread ends.
 
     Args:
         source: what reports revocations (a :class:`~wsauth_sync.keystore.KeyStore`).
-        interval: seconds between checks.
-        max_backoff: longest delay between failed checks (at least ``interval``).
+        interval: seconds between checks: the bound on a close when no feed is working.
+        max_backoff: longest delay between failed checks, or feed reopenings (at least
+            ``interval``).
 
     Raises:
         ConfigurationError: a delay that is not positive.
@@ -157,9 +177,11 @@ class RevocationWatch:
         self.source = source
         self.interval = interval
         self.max_backoff = max(interval, max_backoff)
-        self._lock = threading.Condition()  # also wakes the thread when the last one goes
+        self._lock = threading.Condition()  # wakes the thread: last one gone, check asked
         self._open: dict[str, set[WebSocket]] = {}
-        self._checked = time.time()
+        self._position: int | None = None  # the log position of the last good check
+        self._recent: dict[str, float] = {}  # credential id -> monotonic time seen revoked
+        self._due = False  # the feed asked for a check
         self._running = False
 
     def add(self, ws: WebSocket) -> None:
@@ -169,16 +191,19 @@ class RevocationWatch:
             return
         with self._lock:
             self._open.setdefault(credential, set()).add(ws)
-            if self._running:
-                return
-            # Revocations between the handshake and now count too.
-            self._checked = min(self._checked, time.time() - self.interval)
-            try:
-                threading.Thread(target=self._run, daemon=True,
-                                 name="wsauth-revocations").start()
-                self._running = True
-            except RuntimeError:  # no thread now: the next connection tries again
-                logger.warning("revocation checks could not start a thread")
+            # Revoked after its handshake verified it, and seen by a check since.
+            revoked = credential in self._recent
+            if not self._running:
+                self._start()
+        if revoked:
+            _close_revoked(ws)
+
+    def _start(self) -> None:
+        try:
+            threading.Thread(target=self._run, daemon=True, name="wsauth-revocations").start()
+            self._running = True
+        except RuntimeError:  # no thread now: the next connection tries again
+            logger.warning("revocation checks could not start a thread")
 
     def discard(self, ws: WebSocket) -> None:
         """Stop watching ``ws``; the thread ends once nothing is left to watch."""
@@ -190,11 +215,13 @@ class RevocationWatch:
                 if not connections:
                     del self._open[credential or ""]
                     if not self._open:
-                        self._lock.notify()
+                        self._lock.notify_all()
 
     def _run(self) -> None:
+        stop = threading.Event()  # ends this run's listener with it
         failures = 0
         try:
+            self._start_listener(stop)
             while self._wait(min(self.interval * 2 ** failures, self.max_backoff)):
                 # Capped so the power stays small: 2**32 intervals is past any max_backoff.
                 failures = 0 if self.check() else min(failures + 1, 32)
@@ -203,44 +230,119 @@ class RevocationWatch:
                 self._running = False
             raise
         finally:
+            stop.set()
             release = getattr(self.source, "close_connection", None)
             if callable(release):
                 with contextlib.suppress(Exception):
                     release()
 
     def _wait(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds; False (and the thread ends) once nothing is watched."""
+        """Sleep ``delay`` s or until a check is asked for; False (the thread ends) once
+        nothing is watched."""
         with self._lock:
-            self._lock.wait_for(lambda: not self._open, timeout=delay)
+            self._lock.wait_for(lambda: not self._open or self._due, timeout=delay)
             if not self._open:
                 self._running = False
                 return False
+            self._due = False  # cleared before the check: a later announcement asks again
             return True
+
+    def _ask_check(self) -> None:
+        with self._lock:
+            self._due = True
+            self._lock.notify_all()
+
+    def _start_listener(self, stop: threading.Event) -> None:
+        opener = getattr(self.source, "revocation_feed", None)
+        if not callable(opener):
+            return  # no announcements (SQLite): the periodic checks do it all
+        try:
+            threading.Thread(target=self._listen, args=(opener, stop), daemon=True,
+                             name="wsauth-revocation-feed").start()
+        except RuntimeError:
+            logger.warning("revocation feed could not start a thread; checking every %s s",
+                           self.interval)
+
+    def _listen(self, opener: Callable[[], RevocationFeed], stop: threading.Event) -> None:
+        """Wait on the source's feed until ``stop``; reopen it with backoff when lost."""
+        feed: RevocationFeed | None = None
+        failures = 0
+        down = False
+        try:
+            while not stop.is_set():
+                if feed is None:
+                    if failures and stop.wait(min(FEED_RETRY * 2 ** (failures - 1),
+                                                  self.max_backoff)):
+                        break
+                    try:
+                        feed = opener()
+                    except Exception as exc:  # noqa: BLE001 - retried with backoff
+                        down = _feed_down(down, exc, self.interval)
+                        failures = min(failures + 1, 32)
+                        continue
+                    if down:
+                        logger.info("revocation notifications resumed")
+                        down = False
+                    self._ask_check()  # what was revoked while nobody listened
+                try:
+                    if feed.wait(FEED_TICK):
+                        self._ask_check()
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 - the channel dropped: reopen it
+                    down = _feed_down(down, exc, self.interval)
+                    failures = min(failures + 1, 32)
+                    feed.close()
+                    feed = None
+        finally:
+            if feed is not None:
+                feed.close()
 
     def check(self) -> bool:
         """Ask the source what was revoked since the last good check; close those.
 
         Returns:
-            False if the source failed (logged; the next check asks from the same time).
+            False if the source failed (logged; the next check asks from the same place).
         """
-        started = time.time()
         with self._lock:
-            since = self._checked
+            position = self._position
         try:
-            # One second of overlap: a revocation stamped during the last query is not missed.
-            revoked = set(self.source.revoked_since(since - 1.0))
+            found, after = self.source.revoked_after(position or 0)
+            revoked = set(found)
         except Exception as exc:  # noqa: BLE001 - any failure of the source is retried
             # The class only: a driver's message may quote the DSN or the query.
             logger.warning("revocation check failed (%s); open connections of revoked "
                            "credentials stay open until a check succeeds",
                            type(exc).__name__)
             return False
+        now = time.monotonic()
         with self._lock:
-            self._checked = started
+            self._position = after
+            self._remember(revoked, now)
             doomed = [ws for credential in revoked for ws in self._open.get(credential, ())]
         for ws in doomed:
-            try:
-                ws.close_soon(1008, "credential revoked")
-            except Exception:  # one connection's failure must not end the checks
-                logger.exception("closing a revoked credential's connection failed")
+            _close_revoked(ws)
         return True
+
+    def _remember(self, revoked: set[str], now: float) -> None:
+        for credential in revoked:
+            self._recent.pop(credential, None)  # re-inserted last: the dict stays in time order
+            self._recent[credential] = now
+        for credential, seen in list(self._recent.items()):
+            if now - seen < REVOKED_MEMORY:
+                break
+            del self._recent[credential]
+
+
+def _close_revoked(ws: WebSocket) -> None:
+    try:
+        ws.close_soon(1008, "credential revoked")
+    except Exception:  # one connection's failure must not end the checks
+        logger.exception("closing a revoked credential's connection failed")
+
+
+def _feed_down(down: bool, exc: Exception, interval: float) -> bool:
+    if not down:  # once per outage: the backoff retries would repeat it
+        # The class only: a driver's message may quote the DSN.
+        logger.warning("revocation notifications unavailable (%s); checking every %s s "
+                       "until they resume", type(exc).__name__, interval)
+    return True

@@ -6,13 +6,15 @@ and revocations); the secret part has 256 bits of entropy, so a plain hash suffi
 salt or slow hash is needed for random keys, unlike passwords). Lookups are by hash with
 bound parameters. A database error is a 503, never a 401 and never a 101.
 
-A database that restarts or stops answering must not wedge the threads that ask it:
-every PostgreSQL call has a deadline (server-side ``statement_timeout``, and a watchdog
-that cuts the socket of a call that overstays it, for a server too frozen to answer), and
-a connection found dead is replaced, with reads retried once on the fresh connection.
+The PostgreSQL store (:mod:`.pgstore`) bounds every call, so a database that restarts
+or stops answering cannot wedge the threads that ask it.
 
 Use a :class:`KeyStore` as the verifier of a :class:`~wsauth_sync.WebSocketApp`; it also
-reports revocations, so open connections of a revoked key are closed with 1008.
+reports revocations, so open connections of a revoked key are closed with 1008. Each
+revocation is appended to a numbered log that watchers read by position ("everything after
+entry n"), never by time: hosts whose clocks disagree cannot miss one. PostgreSQL also
+announces each one with ``NOTIFY`` as it commits
+(:meth:`~.pgstore.PostgresKeyStore.revocation_feed`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .dbwatch import WATCHDOG, WatchedCall
+from .dbwatch import WatchedCall
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .verifiers import Identity
 
@@ -52,6 +54,14 @@ CREATE TABLE IF NOT EXISTS wsauth_keys (
     expires_at DOUBLE PRECISION,
     revoked_at DOUBLE PRECISION,
     last_used_at DOUBLE PRECISION
+)"""
+
+# The revocation log: entry numbers follow commit order (see KeyStore._log_revocation).
+_LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wsauth_revocations (
+    seq BIGINT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    revoked_at DOUBLE PRECISION NOT NULL
 )"""
 
 
@@ -106,6 +116,7 @@ class KeyStore:
         self._used: dict[str, float] = {}
         with self._cursor() as cursor:
             cursor.execute(_SCHEMA)
+            cursor.execute(_LOG_SCHEMA)
             cursor.execute("CREATE INDEX IF NOT EXISTS wsauth_keys_revoked "
                            "ON wsauth_keys (revoked_at)")
 
@@ -208,12 +219,30 @@ class KeyStore:
         return [KeyRecord.from_row(row) for row in rows]
 
     def revoke(self, key_id: str) -> bool:
-        """Revoke a key by its id; False if no such (unrevoked) key."""
+        """Revoke a key by its id; False if no such (unrevoked) key.
+
+        The key is marked and its revocation logged in one transaction: watchers see both
+        or neither. ``revoked_at`` is this host's time, for listings only.
+        """
+        now = time.time()
         with self._cursor() as cursor:
             cursor.execute(self._sql("UPDATE wsauth_keys SET revoked_at = ? "
-                                     "WHERE key_id = ? AND revoked_at IS NULL"),
-                           (time.time(), key_id))
-            return bool(cursor.rowcount)
+                                     "WHERE key_id = ? AND revoked_at IS NULL"), (now, key_id))
+            if not cursor.rowcount:
+                return False
+            self._log_revocation(cursor, key_id, now)
+            return True
+
+    def _log_revocation(self, cursor: Any, key_id: str, now: float) -> None:
+        """Append the revocation to the log, numbered one past the last entry.
+
+        Appenders take turns (SQLite has one writer at a time; PostgreSQL locks the log
+        first), so entries commit in number order: a reader that sees entry n sees every
+        entry before it, and "after n" never skips one still being committed.
+        """
+        cursor.execute(self._sql(
+            "INSERT INTO wsauth_revocations (seq, key_id, revoked_at) "
+            "SELECT coalesce(max(seq), 0) + 1, ?, ? FROM wsauth_revocations"), (key_id, now))
 
     # -- verification -------------------------------------------------------------------
 
@@ -255,10 +284,15 @@ class KeyStore:
         statement = self._sql("UPDATE wsauth_keys SET last_used_at = ? WHERE key_id = ?")
         self._run(lambda cursor: cursor.execute(statement, (now, key_id)), repeatable=True)
 
-    def revoked_since(self, since: float) -> list[str]:
-        """Ids of keys revoked at or after ``since`` (for closing their connections)."""
-        rows = self._read("SELECT key_id FROM wsauth_keys WHERE revoked_at >= ?", (since,))
-        return [str(row[0]) for row in rows]
+    def revoked_after(self, position: int, /) -> tuple[list[str], int]:
+        """Ids of keys whose revocation was logged after entry ``position`` (0: every one).
+
+        Returns:
+            The ids, and the position to ask from next time (the last entry read).
+        """
+        rows = self._read("SELECT seq, key_id FROM wsauth_revocations WHERE seq > ? "
+                          "ORDER BY seq", (position,))
+        return [str(row[1]) for row in rows], max([position, *(int(row[0]) for row in rows)])
 
 
 class SQLiteKeyStore(KeyStore):
@@ -300,84 +334,6 @@ def _create_private(path: str) -> None:
                        path, mode)
 
 
-#: libpq settings used unless the DSN names them. Keepalives make the kernel notice a
-#: database host that vanished while a connection sat idle (about 25 s), so its next use
-#: fails at once and is retried on a new connection; tcp_user_timeout drops a connection
-#: whose sent data stays unacknowledged. Neither helps against a server that is up but
-#: frozen (its kernel still acknowledges): the call watchdog covers that case.
-PG_CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "10",
-                          "keepalives_interval": "5", "keepalives_count": "3",
-                          "tcp_user_timeout": "15000"}
-#: Seconds past ``query_timeout`` before the watchdog cuts a call the server did not end.
-CUT_GRACE = 1.0
-
-
-class PostgresKeyStore(KeyStore):
-    """Keys in PostgreSQL, shared by every server process and host (needs ``psycopg``).
-
-    Args:
-        dsn: a libpq connection string or ``postgresql://`` URI; its own settings win
-            over :data:`PG_CONNECTION_DEFAULTS`.
-        connect_timeout: seconds to open a connection (libpq's ``connect_timeout``).
-        query_timeout: seconds a statement may run: the server's ``statement_timeout``;
-            a call still unanswered :data:`CUT_GRACE` later has its socket shut down.
-
-    Raises:
-        ConfigurationError: psycopg is missing, or a timeout is not positive.
-    """
-
-    placeholder = "%s"
-
-    def __init__(self, dsn: str, *, connect_timeout: int = 3,
-                 query_timeout: float = 5.0) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise ConfigurationError("PostgreSQL needs psycopg: pip install "
-                                     "'wsauth_sync[postgres]'") from None
-        if connect_timeout <= 0 or query_timeout <= 0:
-            raise ConfigurationError("connect_timeout and query_timeout must be positive")
-        self._psycopg = psycopg
-        self.database_errors = (psycopg.Error,)
-        self.dsn = dsn
-        self.connect_timeout = connect_timeout
-        self.query_timeout = query_timeout
-        named = psycopg.conninfo.conninfo_to_dict(dsn)
-        self._defaults: dict[str, Any] = {
-            name: value for name, value in PG_CONNECTION_DEFAULTS.items() if name not in named}
-        super().__init__()
-
-    def _connect(self) -> Any:
-        connection = self._psycopg.connect(self.dsn, connect_timeout=self.connect_timeout,
-                                           **self._defaults)
-        try:
-            with self._deadline(connection):
-                # The server ends a slow statement (a lock wait, say) itself, cleanly: the
-                # connection stays usable, unlike one whose socket the watchdog cut.
-                connection.execute("SELECT set_config('statement_timeout', %s, false)",
-                                   (str(max(1, round(self.query_timeout * 1000))),))
-                connection.commit()
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    @contextmanager
-    def _deadline(self, connection: Any) -> Iterator[WatchedCall | None]:
-        call = WATCHDOG.arm(connection.pgconn.socket,
-                            time.monotonic() + self.query_timeout + CUT_GRACE)
-        try:
-            yield call
-        finally:
-            WATCHDOG.disarm(call)
-
-    def _lost(self, connection: Any, call: WatchedCall | None) -> bool:
-        return bool(connection.broken) and not (call is not None and call.cut)
-
-    def __repr__(self) -> str:
-        return "PostgresKeyStore(<dsn>)"  # the DSN may hold a password
-
-
 def _database_errors() -> tuple[type[Exception], ...]:
     try:
         import psycopg
@@ -393,5 +349,16 @@ DATABASE_ERRORS = _database_errors()
 def open_keystore(location: str) -> KeyStore:
     """A SQLite store for a file path, a PostgreSQL store for a ``postgresql://`` DSN."""
     if location.startswith(("postgresql://", "postgres://")):
+        from .pgstore import PostgresKeyStore  # imports keystore: not at module level
+
         return PostgresKeyStore(location)
     return SQLiteKeyStore(location)
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresKeyStore and its settings moved to .pgstore; older imports keep working.
+    if name in ("PostgresKeyStore", "PG_CONNECTION_DEFAULTS", "CUT_GRACE"):
+        from . import pgstore
+
+        return getattr(pgstore, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

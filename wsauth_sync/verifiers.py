@@ -48,10 +48,34 @@ class Identity:
 
 
 class RevocationSource(Protocol):
-    """A verifier that can tell which credentials were revoked (see :mod:`.keystore`)."""
+    """A verifier that can tell which credentials were revoked (see :mod:`.keystore`).
 
-    def revoked_since(self, since: float) -> Iterable[str]:
-        """``credential_id`` values revoked at or after POSIX time ``since``."""
+    Revocations are read from a log by position, not by time: a position is given by
+    the store, so no host's clock is ever compared with another's.
+    """
+
+    def revoked_after(self, position: int, /) -> tuple[Iterable[str], int]:
+        """Revocations logged after ``position`` (0: all of them).
+
+        Returns:
+            Their ``credential_id`` values, and the position to ask from next time.
+        """
+        ...
+
+
+class RevocationFeed(Protocol):
+    """A channel on which a store announces revocations as they are committed."""
+
+    def wait(self, timeout: float, /) -> bool:
+        """Wait up to ``timeout`` s; True if a revocation was announced meanwhile.
+
+        Raises:
+            Exception: the channel was lost (announcements may have been missed).
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop listening and release the channel."""
         ...
 
 
