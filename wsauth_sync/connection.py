@@ -221,16 +221,30 @@ class WebSocket:
             # Only the echo of our own random payload proves the peer reads what we send.
             if self._ping_sent is not None and bytes(event.payload) == self._ping_payload:
                 self._ping_sent, self._last_pong = None, time.monotonic()
+                TIMERS.schedule(self, self._last_pong + (self.ping_interval or 0))
         elif isinstance(event, CloseConnection):
             self._on_close(event)
 
     def _after_receive(self, *, wait: bool) -> None:
-        """Write what reading queued (a Pong, a Close), then end the connection if due."""
-        if self._out.pending:
-            if wait:
-                self._flush(self._out.tickets, self.send_timeout)
-            else:
-                self._flush_nowait()
+        """Write what reading queued (a Pong, a Close), then end the connection if due.
+
+        The reader never waits for another thread's send to finish before reading on
+        (two peers each waiting for the other to read would wait for ever); only the
+        Close that ends the connection is worth that wait, bounded as any send.
+        """
+        if not wait:
+            self._flush_nowait()
+        elif self._end is not None:
+            self._flush(self._out.tickets, min(self.send_timeout, self.close_timeout),
+                        self.close_timeout)
+        else:
+            try:
+                if self._out.flush_pong(no_progress=self.send_timeout):
+                    return
+                reason = "send timeout"
+            except OSError:
+                reason = ""
+            self._finish(CloseReason.ABNORMAL_CLOSURE, reason)
         if self._end is not None:
             self._finish(*self._end)
 

@@ -35,6 +35,8 @@ class TimerThread:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, weakref.ref[Timed]]] = []
+        # Each item's earliest pending due time: later entries for it are stale.
+        self._due: weakref.WeakKeyDictionary[Timed, float] = weakref.WeakKeyDictionary()
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -43,8 +45,14 @@ class TimerThread:
         """Call ``item.on_timer`` at monotonic time ``due`` (and as it asks after that).
 
         Only while something else holds ``item``: the heap keeps a weak reference.
+        An item has one pending call, at the earliest time asked for; ``on_timer``
+        then returns the next.
         """
         with self._wakeup:
+            pending = self._due.get(item)
+            if pending is not None and pending <= due:
+                return
+            self._due[item] = due
             heapq.heappush(self._heap, (due, next(self._order), weakref.ref(item)))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
@@ -55,22 +63,29 @@ class TimerThread:
 
     def _run(self) -> None:
         while True:
-            with self._wakeup:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._wakeup.wait(timeout)
-                _, _, ref = heapq.heappop(self._heap)
-            item = ref()
-            if item is None:
-                continue  # ended and freed
+            item = self._take_due()
             try:
                 due = item.on_timer(time.monotonic())
             except Exception:  # a bug in one connection must not stop everyone's timers
                 logger.exception("timer callback failed")
-                continue
+                due = None
             if due is not None:
                 self.schedule(item, due)
             del item  # hold nothing while waiting
+
+    def _take_due(self) -> Timed:
+        """Wait for the next live item whose time has come."""
+        with self._wakeup:
+            while True:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wakeup.wait(timeout)
+                due, _, ref = heapq.heappop(self._heap)
+                item = ref()
+                if item is not None and self._due.get(item) == due:
+                    del self._due[item]
+                    return item
+                del item  # ended and freed, or superseded by an earlier call
 
 
 #: The process-wide timer thread shared by all connections.

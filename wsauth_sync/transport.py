@@ -226,21 +226,43 @@ class Outbox:
         if not self._turn.acquire(timeout=turn_timeout):
             return False
         try:
-            deadline = time.monotonic() + no_progress
-            while True:
-                before = self._bytes
-                if self._write_some(ticket):
-                    break
-                now = time.monotonic()
-                if self._bytes != before:
-                    deadline = now + no_progress
-                elif now >= deadline:
-                    return False
-                self._io.wait_writable(deadline)
+            done = self._write_until(ticket, no_progress)
         finally:
             self._turn.release()
         self.flush_nowait()  # frames others queued meanwhile (a ping from the timer)
-        return True
+        return done
+
+    def flush_pong(self, *, no_progress: float) -> bool:
+        """Write a queued Pong, unless another thread is writing (it writes the Pong next).
+
+        The reading thread answers Pings here: it must not wait for another thread's
+        send, whose peer may be waiting for us to read before it reads anything.
+
+        Returns:
+            False if the kernel took nothing for ``no_progress`` seconds.
+
+        Raises:
+            OSError: the connection failed.
+        """
+        if not self._pong or not self._turn.acquire(blocking=False):
+            return True
+        try:
+            return self._write_until(self._written, no_progress)
+        finally:
+            self._turn.release()
+
+    def _write_until(self, ticket: int, no_progress: float) -> bool:
+        deadline = time.monotonic() + no_progress
+        while True:
+            before = self._bytes
+            if self._write_some(ticket):
+                return True
+            now = time.monotonic()
+            if self._bytes != before:
+                deadline = now + no_progress
+            elif now >= deadline:
+                return False
+            self._io.wait_writable(deadline)
 
     def clear(self) -> None:
         """Drop everything queued (the connection ended)."""
