@@ -22,7 +22,6 @@ from helpers import (
     wait_for,
 )
 
-from wsauth_sync import WebSocketServer
 from wsauth_sync.echo import WELCOME
 
 EMOJI = "\U0001F600"  # four bytes in UTF-8
@@ -145,23 +144,3 @@ def test_ended_connections_free_their_buffers() -> None:
         assert grown < 100 * 1024 * 1024, f"RSS grew by {grown // 2**20} MiB over {count}"
     finally:
         assert server.stop() == 0
-
-
-def test_a_closed_websocket_holds_no_message_parts(logs: pytest.LogCaptureFixture) -> None:
-    seen = []
-
-    def keep(ws: object) -> None:
-        seen.append(ws)
-        for _ in ws:  # type: ignore[attr-defined]
-            pass
-
-    with running(make_app(routes={"/ws": keep})) as server:
-        _one_partial(server)
-        assert wait_for(lambda: seen and seen[0].closed)
-        assert seen[0]._parts == [] and seen[0]._size == 0
-
-
-def _one_partial(server: WebSocketServer) -> None:
-    with open_raw_ws(server) as sock:
-        sock.sendall(frame(0x2, bytes(300_000), fin=False) + frame(0x9, b"sync"))
-        assert read_frames(sock, 1, timeout=5)[0] == (0xA, b"sync")

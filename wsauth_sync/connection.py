@@ -15,7 +15,6 @@ the shared timer thread never waits on a connection at all.
 from __future__ import annotations
 
 import os
-import select
 import socket
 import threading
 import time
@@ -38,12 +37,12 @@ from wsproto.frame_protocol import CloseReason
 
 from .errors import ConnectionClosed
 from .handshake import Accept
+from .messages import Data, MessageAssembler, MessageTooBig
 from .request import UpgradeRequest
 from .timers import TIMERS
 from .transport import Outbox, open_transport
+from .transport import wait_readable as wait_readable  # for the handshake's reads
 from .verifiers import Identity
-
-Data = str | bytes
 
 #: Largest message accepted by default (websockets uses the same): 1 MiB.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -128,9 +127,8 @@ class WebSocket:
         self._closed = threading.Event()
         self._messages: deque[Data] = deque()
         self._held = 0  # bytes (str: characters) of messages not yet delivered
-        self._parts: list[Any] = []
-        self._size = 0
-        self._fragments = 0
+        self._assembler = MessageAssembler(max_size=max_message_size,
+                                           max_fragments=max_fragments)
         self._end: tuple[int, str] | None = None  # set while reading: finish after writing
         self.close_code: int | None = None
         self.close_reason = ""
@@ -249,29 +247,13 @@ class WebSocket:
             self._finish(*self._end)
 
     def _on_message(self, event: Message[Any]) -> None:
-        chunk = event.data
-        # RFC 6455 §10.4 bounds the payload, in bytes; wsproto hands text over decoded,
-        # so count its UTF-8 bytes (a byte held back by wsproto's decoder in the middle
-        # of a character is counted with the next chunk). ASCII needs no encoding.
-        if isinstance(chunk, str) and not chunk.isascii():
-            self._size += len(chunk.encode("utf-8", "surrogatepass"))
-        else:
-            self._size += len(chunk)
-        self._fragments += event.frame_finished
-        if self._size > self.max_message_size or self._fragments > self.max_fragments:
+        try:
+            message = self._assembler.add(event)
+        except MessageTooBig:
             self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return
-        if chunk:
-            self._parts.append(chunk)
-        if event.message_finished:
+        if message is not None:
             self._last_message = time.monotonic()
-            parts, self._parts, self._size, self._fragments = self._parts, [], 0, 0
-            if not parts:
-                parts = ["" if isinstance(event, TextMessage) else b""]
-            if isinstance(event, TextMessage):
-                message: Data = "".join(parts) if len(parts) > 1 else parts[0]
-            else:
-                message = b"".join(parts) if len(parts) > 1 else bytes(parts[0])
             self._messages.append(message)
             self._held += len(message)
 
@@ -301,7 +283,8 @@ class WebSocket:
             if self.close_code is None:
                 self.close_code, self.close_reason = int(code), reason
             self._closed.set()
-            self._parts, self._size, self._pending = [], 0, b""
+            self._assembler.clear()
+            self._pending = b""
             self._out.clear()
         self._io.shutdown()
 
@@ -521,13 +504,3 @@ class WebSocket:
                  tb: TracebackType | None) -> None:
         self.close(1000 if exc is None else CloseReason.INTERNAL_ERROR)
 
-
-def wait_readable(sock: socket.socket, deadline: float) -> bool:
-    """Wait until ``sock`` has data (or EOF) to read; False if ``deadline`` passed first."""
-    pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
-    if pending is not None and pending():
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    remaining = max(0.0, deadline - time.monotonic())
-    return bool(poller.poll(remaining * 1000))

@@ -298,6 +298,17 @@ class Outbox:
                 self._written += self._head_counts
 
 
+def wait_readable(sock: socket.socket, deadline: float) -> bool:
+    """Wait until ``sock`` has data (or EOF) to read; False if ``deadline`` passed first."""
+    pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
+    if pending is not None and pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    remaining = max(0.0, deadline - time.monotonic())
+    return bool(poller.poll(remaining * 1000))
+
+
 def _poll(sock: socket.socket, events: int, deadline: float | None) -> bool:
     """Wait for ``events`` (or an error or hang-up) until ``deadline``; False if none came."""
     poller = select.poll()
