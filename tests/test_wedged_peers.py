@@ -253,3 +253,11 @@ def test_ping_flood_does_not_wedge_a_receive_only_handler() -> None:
                 pass
         assert heard.get(timeout=max(0.1, deadline - time.monotonic())) in (
             "hello after the flood", 1006)
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan")])
+def test_send_timeout_must_be_positive(value: float) -> None:
+    from wsauth_sync import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        make_app(send_timeout=value)

@@ -68,7 +68,7 @@ class Transport:
         except OSError:
             return b""
 
-    def write_nowait(self, data: memoryview) -> int:
+    def write_nowait(self, data: bytes | memoryview) -> int:
         """Bytes of ``data`` the kernel took now, 0 if its buffer is full.
 
         Raises:
@@ -126,7 +126,7 @@ class TlsTransport(Transport):
             except OSError:
                 return b""
 
-    def write_nowait(self, data: memoryview) -> int:
+    def write_nowait(self, data: bytes | memoryview) -> int:
         # A write that returned "want" is retried with the same bytes (the caller keeps
         # them at the head of its queue), as OpenSSL requires.
         with self._ssl_lock:
@@ -252,8 +252,11 @@ class Outbox:
             self._turn.release()
 
     def _write_until(self, ticket: int, no_progress: float) -> bool:
+        if self._write_some(ticket):  # the usual case: the kernel takes it all at once
+            return True
         deadline = time.monotonic() + no_progress
         while True:
+            self._io.wait_writable(deadline)
             before = self._bytes
             if self._write_some(ticket):
                 return True
@@ -262,7 +265,6 @@ class Outbox:
                 deadline = now + no_progress
             elif now >= deadline:
                 return False
-            self._io.wait_writable(deadline)
 
     def clear(self) -> None:
         """Drop everything queued (the connection ended)."""
@@ -277,13 +279,20 @@ class Outbox:
             if self._head is None:
                 with self._lock:
                     if self._pong:
-                        self._head, self._head_counts = memoryview(self._pong), False
-                        self._pong = b""
+                        frame, self._pong, self._head_counts = self._pong, b"", False
                     elif self._frames and self._written < ticket:
-                        self._head = memoryview(self._frames.popleft())
-                        self._head_counts = True
+                        frame, self._head_counts = self._frames.popleft(), True
                     else:
                         return True
+                if len(frame) <= _WRITE_CHUNK:  # small frames: usually taken whole, no view
+                    count = self._io.write_nowait(frame)
+                    self._bytes += count
+                    if count == len(frame):
+                        self._written += self._head_counts
+                        continue
+                    self._head = memoryview(frame)[count:]
+                    return False
+                self._head = memoryview(frame)
             try:
                 count = self._io.write_nowait(self._head[:_WRITE_CHUNK])
             except OSError:
