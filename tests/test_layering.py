@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wsauth_sync"
 CORE = ["errors", "request", "sources", "verifiers", "jwt_verifier", "http11", "handshake",
-        "origin", "audit", "messages"]
+        "origin", "audit", "messages", "keepalive"]
 IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "asyncio", "socketserver",
               "wsauth_sync.connection", "wsauth_sync.server", "wsauth_sync.app"}
 RELATIVE_IO = {"connection", "server", "app", "cli"}

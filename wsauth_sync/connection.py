@@ -14,7 +14,6 @@ the shared timer thread never waits on a connection at all.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -37,6 +36,7 @@ from wsproto.frame_protocol import CloseReason
 
 from .errors import ConnectionClosed
 from .handshake import Accept
+from .keepalive import Keepalive
 from .messages import Data, MessageAssembler, MessageTooBig
 from .request import UpgradeRequest
 from .timers import TIMERS
@@ -110,10 +110,9 @@ class WebSocket:
         self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
         now = time.monotonic()
-        self._last_pong = now  # the peer last proved it reads what we send
+        self._keepalive = None if ping_interval is None else Keepalive(
+            interval=ping_interval, timeout=ping_timeout, now=now)
         self._last_message = now  # a whole message: it is not idle
-        self._ping_sent: float | None = None
-        self._ping_payload = b""
         self._hard_close: float | None = None
         self._close_started = now
         self._close_ticket: int | None = None
@@ -216,10 +215,9 @@ class WebSocket:
             if self._ws.state is ConnectionState.OPEN:
                 self._out.put_pong(self._ws.send(event.response()))
         elif isinstance(event, Pong):
-            # Only the echo of our own random payload proves the peer reads what we send.
-            if self._ping_sent is not None and bytes(event.payload) == self._ping_payload:
-                self._ping_sent, self._last_pong = None, time.monotonic()
-                TIMERS.schedule(self, self._last_pong + (self.ping_interval or 0))
+            alive = self._keepalive
+            if alive is not None and alive.pong(bytes(event.payload), time.monotonic()):
+                TIMERS.schedule(self, alive.next_due())
         elif isinstance(event, CloseConnection):
             self._on_close(event)
 
@@ -342,9 +340,8 @@ class WebSocket:
         candidates = [self._hard_close, self._expires]
         if self.idle_timeout is not None:
             candidates.append(self._last_message + self.idle_timeout)
-        if self.ping_interval is not None:
-            candidates.append(self._last_pong + self.ping_interval if self._ping_sent is None
-                              else self._ping_sent + self.ping_timeout)
+        if self._keepalive is not None:
+            candidates.append(self._keepalive.next_due())
         due = [value for value in candidates if value is not None]
         return max(now, min(due)) if due else None
 
@@ -361,34 +358,24 @@ class WebSocket:
             self._start_close(CloseReason.POLICY_VIOLATION, "credential expired", now)
         elif self.idle_timeout is not None and now >= self._last_message + self.idle_timeout:
             self._start_close(CloseReason.GOING_AWAY, "idle timeout", now)
-        elif self.ping_interval is not None:
-            self._keepalive(now)
+        elif self._keepalive is not None:
+            self._check_keepalive(self._keepalive, now)
         return self._next_due(now)
 
-    def _keepalive(self, now: float) -> None:
-        # Alive means the peer reads what we send: it echoed our Ping's random payload
-        # (RFC 6455 §5.5.3). Other frames, or bytes waiting unread in the kernel, do not
-        # count: a peer that sends but never reads would otherwise hold its connection.
-        if self._ping_sent is None:
-            if now >= self._last_pong + (self.ping_interval or 0):
-                self._ping_payload = os.urandom(8)
+    def _check_keepalive(self, alive: Keepalive, now: float) -> None:
+        if not alive.waiting:
+            payload = alive.ping(now)
+            if payload is not None:
                 with self._state_lock:
                     if self._ws.state is ConnectionState.OPEN:
-                        self._out.put(self._ws.send(Ping(payload=self._ping_payload)))
-                self._ping_sent = now
+                        self._out.put(self._ws.send(Ping(payload=payload)))
                 self._flush_nowait()
-            return
-        handler_behind = self._read_for_handler()
-        if self._ping_sent is None:
-            return
-        if handler_behind:
-            # The Pong is stuck behind messages the handler has not taken yet: that is
-            # the handler's backpressure, not a dead peer. Check again next round.
-            self._ping_sent, self._last_pong = None, now
-        elif now >= self._ping_sent + self.ping_timeout:
+        elif self._read_for_handler(alive):  # the Pong may wait unread: look for it
+            alive.excuse(now)
+        elif alive.timed_out(now):
             self._fail_nowait(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
 
-    def _read_for_handler(self) -> bool:
+    def _read_for_handler(self, alive: Keepalive) -> bool:
         """Read what has arrived if the handler is not reading; True if it is behind."""
         if not self._read_lock.acquire(blocking=False):
             return False  # the handler is in recv(): it reads any Pong itself
@@ -402,7 +389,7 @@ class WebSocket:
                     return False
                 self._receive(data)
                 self._after_receive(wait=False)
-                if self._ping_sent is None or not data:
+                if not alive.waiting or not data:
                     return False
             return True  # still more to read than the keepalive reads for a handler
         finally:
