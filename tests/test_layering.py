@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wsauth_sync"
 CORE = ["errors", "request", "sources", "verifiers", "jwt_verifier", "http11", "handshake",
-        "origin", "audit"]
+        "origin", "audit", "messages", "keepalive"]
 IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "asyncio", "socketserver",
               "wsauth_sync.connection", "wsauth_sync.server", "wsauth_sync.app"}
 RELATIVE_IO = {"connection", "server", "app", "cli"}
@@ -36,7 +36,8 @@ def test_core_module_does_no_io(module: str) -> None:
 
 def test_every_module_is_classified() -> None:
     shells = {"connection", "server", "app", "cli", "echo", "wsgi", "cheroot_gateway", "guards",
-              "timers", "upgrade", "keystore", "pgstore", "dbwatch", "workers", "pending", "caps",
-              "gevent_gateway", "eventlet_gateway", "uwsgi_takeover", "cli_echo", "cli_keys",
+              "timers", "transport", "upgrade", "keystore", "pgstore", "dbwatch", "workers",
+              "pending", "caps", "gevent_gateway", "eventlet_gateway", "uwsgi_takeover",
+              "cli_echo", "cli_keys",
               "__init__", "__main__"}
     assert {p.stem for p in PACKAGE.glob("*.py")} <= set(CORE) | shells

@@ -22,6 +22,7 @@ from .connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT,
     WebSocket,
 )
 from .errors import ConfigurationError
@@ -77,8 +78,12 @@ class WebSocketApp:
             Verifiers marked ``blocking = False`` (static tokens, JWT with a key) never
             wait on I/O and always run inline.
         max_fragments: frames per message (1009 beyond).
-        ping_interval, ping_timeout: keepalive; a silent peer is closed with 1011.
+        ping_interval, ping_timeout: keepalive: a Ping every ``ping_interval``; a peer
+            whose Pong is not back within ``ping_timeout`` is closed with 1011.
             ``ping_interval=None`` disables it.
+        send_timeout: seconds a send may wait while the peer takes no data (it stopped
+            reading); then TCP is dropped and the handler's send raises
+            ``ConnectionClosed`` (1006), freeing its thread.
         idle_timeout: close with 1001 after this long without a message; off by default.
         close_on_expiry: close with 1008 when the credential's ``expires_at`` passes.
         required_scopes: ``{path: scopes}`` a credential must hold there (403 otherwise).
@@ -117,6 +122,7 @@ class WebSocketApp:
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
         idle_timeout: float | None = None,
         close_on_expiry: bool = True,
         required_scopes: Mapping[str, Collection[str]] | None = None,
@@ -134,6 +140,8 @@ class WebSocketApp:
         if any(value is not None and value <= 0
                for value in (ping_interval, ping_timeout, idle_timeout)):
             raise ConfigurationError("ping and idle timeouts must be positive (or None)")
+        if not send_timeout > 0:
+            raise ConfigurationError("send_timeout must be positive")
         self.verifier = verifier
         self.revocations = (
             RevocationWatch(verifier, interval=revocation_interval)  # type: ignore[arg-type]
@@ -160,6 +168,7 @@ class WebSocketApp:
         self.max_fragments = max_fragments
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
         self.close_on_expiry = close_on_expiry
         self.caps = ConnectionCaps(per_identity=max_connections_per_identity,
@@ -178,5 +187,6 @@ class WebSocketApp:
             sock, accept=accept, trailing_data=trailing_data,
             max_message_size=self.max_message_size, max_fragments=self.max_fragments,
             close_timeout=self.close_timeout, ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout, idle_timeout=self.idle_timeout,
+            ping_timeout=self.ping_timeout, send_timeout=self.send_timeout,
+            idle_timeout=self.idle_timeout,
             expires_at=accept.identity.expires_at if self.close_on_expiry else None)

@@ -6,13 +6,14 @@ Not reading is backpressure: bytes stay in the kernel and the client's sends slo
 wsproto checks the framing rules (masking, reserved bits, control frames, UTF-8); it has
 no message size limit, so this module counts bytes across fragments and closes with
 1009 past ``max_message_size`` (RFC 6455 §10.4).
+
+Writes go through an :class:`~wsauth_sync.transport.Outbox`: a send waits for a peer
+that reads slowly, but one that takes nothing for ``send_timeout`` fails the connection;
+the shared timer thread never waits on a connection at all.
 """
 
 from __future__ import annotations
 
-import _socket
-import contextlib
-import select
 import socket
 import threading
 import time
@@ -25,19 +26,23 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
+    Event,
     Message,
     Ping,
+    Pong,
     TextMessage,
 )
 from wsproto.frame_protocol import CloseReason
 
 from .errors import ConnectionClosed
 from .handshake import Accept
+from .keepalive import Keepalive
+from .messages import Data, MessageAssembler, MessageTooBig
 from .request import UpgradeRequest
 from .timers import TIMERS
+from .transport import Outbox, open_transport
+from .transport import wait_readable as wait_readable  # for the handshake's reads
 from .verifiers import Identity
-
-Data = str | bytes
 
 #: Largest message accepted by default (websockets uses the same): 1 MiB.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -45,15 +50,24 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Frames one message may span (RFC 6455 §10.4: floods of tiny fragments).
 DEFAULT_MAX_FRAGMENTS = 1024
-#: Keepalive: ping after this much silence, give up (1011) this long after the ping.
+#: Keepalive: ping this often, give up (1011) if the Pong is not back this long after.
 DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_PING_TIMEOUT = 20.0
+#: A send during which the peer takes no data for this long fails the connection.
+DEFAULT_SEND_TIMEOUT = 10.0
 # recv() allocates its whole buffer while it waits, so an idle connection should ask for
 # little; a read that fills the buffer means bulk data, and the next read asks for more.
 _MIN_READ = 1024
 _MAX_READ = 256 * 1024
 # Close reasons sent by the library are fixed, short and secret-free (RFC 6455 §5.5).
 _MAX_REASON_BYTES = 123
+# A Close the timer could not write at once (the peer does not read, or a send holds the
+# writing turn) gets this long before TCP is dropped instead.
+_CLOSE_WRITE_GRACE = 0.5
+# When the handler is not reading, the keepalive reads for it to find the Pong, keeping
+# at most this much of undelivered messages (more means the handler is behind).
+_HELD_FOR_HANDLER = 64 * 1024
+_KEEPALIVE_READS = 4
 
 
 class WebSocket:
@@ -66,9 +80,10 @@ class WebSocket:
         max_message_size: bytes per message, across fragments; more closes with 1009.
         max_fragments: frames per message; more closes with 1009.
         close_timeout: seconds to wait for the peer's Close before dropping TCP.
-        ping_interval: seconds of silence from the peer before a keepalive Ping;
-            None disables keepalive.
-        ping_timeout: seconds to wait for any data after that Ping; then close 1011.
+        ping_interval: seconds between keepalive Pings; None disables keepalive.
+        ping_timeout: seconds to wait for the Pong answering a Ping; then close 1011.
+        send_timeout: seconds a send may wait with the peer taking no data; then TCP is
+            dropped, the send raises ConnectionClosed (1006).
         idle_timeout: seconds without a message from the peer before closing with
             1001; None (the default) never.
         expires_at: Unix time at which the credential expires: the connection is
@@ -81,31 +96,39 @@ class WebSocket:
                  close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
                  ping_interval: float | None = DEFAULT_PING_INTERVAL,
                  ping_timeout: float = DEFAULT_PING_TIMEOUT,
+                 send_timeout: float = DEFAULT_SEND_TIMEOUT,
                  idle_timeout: float | None = None,
                  expires_at: float | None = None) -> None:
-        self._sock = sock
+        self._io = open_transport(sock)
+        self._out = Outbox(self._io)
         self._accept = accept
         self.max_message_size = max_message_size
         self.max_fragments = max_fragments
         self.close_timeout = close_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
         now = time.monotonic()
-        self._last_data = now  # any bytes from the peer: it is alive
+        self._keepalive = None if ping_interval is None else Keepalive(
+            interval=ping_interval, timeout=ping_timeout, now=now)
         self._last_message = now  # a whole message: it is not idle
-        self._ping_sent: float | None = None
         self._hard_close: float | None = None
+        self._close_started = now
+        self._close_ticket: int | None = None
         # Expiry as a monotonic deadline, so clock changes cannot move it.
         self._expires = None if expires_at is None else now + (expires_at - time.time())
         self._ws = Connection(ConnectionType.SERVER)
-        self._send_lock = threading.Lock()  # wsproto state and socket writes
+        # wsproto's state and the order frames are queued in. Held for in-memory work
+        # only, never across I/O or a wait, so the timer thread may always take it.
+        self._state_lock = threading.Lock()
         self._read_lock = threading.Lock()  # one reader at a time
         self._closed = threading.Event()
         self._messages: deque[Data] = deque()
-        self._parts: list[Any] = []
-        self._size = 0
-        self._fragments = 0
+        self._held = 0  # bytes (str: characters) of messages not yet delivered
+        self._assembler = MessageAssembler(max_size=max_message_size,
+                                           max_fragments=max_fragments)
+        self._end: tuple[int, str] | None = None  # set while reading: finish after writing
         self.close_code: int | None = None
         self.close_reason = ""
         self._pending = trailing_data
@@ -155,7 +178,10 @@ class WebSocket:
                 else:
                     data = self._read(deadline)
                 self._receive(data)
-            return self._messages.popleft()
+                self._after_receive(wait=True)
+            message = self._messages.popleft()
+            self._held -= len(message)
+            return message
 
     def __iter__(self) -> Iterator[Data]:
         """Yield messages until the connection closes."""
@@ -166,12 +192,7 @@ class WebSocket:
                 return
 
     def _read(self, deadline: float | None) -> bytes:
-        if deadline is not None and not wait_readable(self._sock, deadline):
-            raise TimeoutError("no data before the timeout")
-        try:
-            data = self._sock.recv(self._read_size)
-        except OSError:
-            return b""  # reset or shut down locally: same as end of stream
+        data = self._io.read(self._read_size, deadline)
         if len(data) == self._read_size:
             self._read_size = min(self._read_size * 4, _MAX_READ)
         elif len(data) < _MIN_READ:
@@ -179,73 +200,99 @@ class WebSocket:
         return data
 
     def _receive(self, data: bytes) -> None:
-        self._last_data = time.monotonic()
-        with self._send_lock:
+        """Feed wsproto and act on its events; frames to send are only queued here."""
+        with self._state_lock:
             self._ws.receive_data(data or None)  # None tells wsproto the stream ended
             for event in self._ws.events():
-                if isinstance(event, Message):
-                    self._on_message(event)
-                elif isinstance(event, Ping):
-                    self._send_locked(self._ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    self._on_close(event)
-                # Pong: nothing to do; keepalive is the peer's business unless enabled.
-                if self._closed.is_set():
+                self._on_event(event)
+                if self._end is not None:
                     return
 
-    def _on_message(self, event: Message[Any]) -> None:
-        chunk = event.data
-        # Text arrives decoded; 4 bytes per character bounds its size without encoding.
-        if isinstance(chunk, str) and self._size + 4 * len(chunk) > self.max_message_size:
-            self._size += len(chunk.encode("utf-8"))
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Message):
+            self._on_message(event)
+        elif isinstance(event, Ping):
+            if self._ws.state is ConnectionState.OPEN:
+                self._out.put_pong(self._ws.send(event.response()))
+        elif isinstance(event, Pong):
+            alive = self._keepalive
+            if alive is not None and alive.pong(bytes(event.payload), time.monotonic()):
+                TIMERS.schedule(self, alive.next_due())
+        elif isinstance(event, CloseConnection):
+            self._on_close(event)
+
+    def _after_receive(self, *, wait: bool) -> None:
+        """Write what reading queued (a Pong, a Close), then end the connection if due.
+
+        The reader never waits for another thread's send to finish before reading on
+        (two peers each waiting for the other to read would wait for ever); only the
+        Close that ends the connection is worth that wait, bounded as any send.
+        """
+        if not wait:
+            self._flush_nowait()
+        elif self._end is not None:
+            self._flush(self._out.tickets, min(self.send_timeout, self.close_timeout),
+                        self.close_timeout)
         else:
-            self._size += len(chunk)
-        self._fragments += event.frame_finished
-        if self._size > self.max_message_size or self._fragments > self.max_fragments:
+            try:
+                if self._out.flush_pong(no_progress=self.send_timeout):
+                    return
+                reason = "send timeout"
+            except OSError:
+                reason = ""
+            self._finish(CloseReason.ABNORMAL_CLOSURE, reason)
+        if self._end is not None:
+            self._finish(*self._end)
+
+    def _on_message(self, event: Message[Any]) -> None:
+        try:
+            message = self._assembler.add(event)
+        except MessageTooBig:
             self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return
-        if chunk:
-            self._parts.append(chunk)
-        if event.message_finished:
+        if message is not None:
             self._last_message = time.monotonic()
-            parts, self._parts, self._size, self._fragments = self._parts, [], 0, 0
-            if not parts:
-                parts = ["" if isinstance(event, TextMessage) else b""]
-            if isinstance(event, TextMessage):
-                self._messages.append("".join(parts) if len(parts) > 1 else parts[0])
-            else:
-                self._messages.append(b"".join(parts) if len(parts) > 1 else bytes(parts[0]))
+            self._messages.append(message)
+            self._held += len(message)
 
     def _on_close(self, event: CloseConnection) -> None:
         state = self._ws.state
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the closing handshake: answer with the same code.
-            self._send_locked(self._ws.send(event.response()))
-            self._finish(event.code, event.reason or "")
+            self._out.put(self._ws.send(event.response()))
+            self._end = (event.code, event.reason or "")
         elif state is ConnectionState.CLOSED:
             # Either the answer to our Close, or wsproto reporting the stream ended.
-            self._finish(self.close_code or event.code, event.reason or "")
+            self._end = (self.close_code or event.code, event.reason or "")
         else:
             # wsproto found a protocol error (1002) or invalid UTF-8 (1007): fail the
             # connection (RFC 6455 §7.1.7); the reason stays generic.
             self._fail(event.code, "")
 
     def _fail(self, code: int, reason: str) -> None:
-        """Send a Close for a local failure, then drop TCP without waiting."""
+        """With the state lock: queue a Close for a local failure, then drop TCP."""
         if self._ws.state is ConnectionState.OPEN:
-            self._send_locked(self._ws.send(CloseConnection(code=code, reason=reason)))
-        self._finish(code, reason)
+            self._out.put(self._ws.send(CloseConnection(code=code, reason=reason)))
+        self._end = (code, reason)
 
     def _finish(self, code: int, reason: str) -> None:
-        if self.close_code is None:
-            self.close_code, self.close_reason = int(code), reason
-        self._closed.set()
-        _shutdown(self._sock)
+        """End the connection and let go of every buffer (never with the state lock)."""
+        with self._state_lock:
+            if self.close_code is None:
+                self.close_code, self.close_reason = int(code), reason
+            self._closed.set()
+            self._assembler.clear()
+            self._pending = b""
+            self._out.clear()
+        self._io.shutdown()
 
     # -- sending -------------------------------------------------------------------
 
     def send(self, message: Data) -> None:
         """Send one message: ``str`` as text, ``bytes`` as binary. Thread-safe.
+
+        Waits while the peer reads slowly; if it takes no data for ``send_timeout``
+        seconds, TCP is dropped and this raises ``ConnectionClosed`` (1006).
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
@@ -254,27 +301,38 @@ class WebSocket:
             event: TextMessage | BytesMessage = TextMessage(data=message)
         else:
             event = BytesMessage(data=bytes(message))
-        with self._send_lock:
-            self._check_open()
-            self._send_locked(self._ws.send(event))
+        self._send_event(event)
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a Ping; the peer's Pong is absorbed by :meth:`recv`. Thread-safe."""
-        with self._send_lock:
-            self._check_open()
-            self._send_locked(self._ws.send(Ping(payload=payload)))
+        self._send_event(Ping(payload=payload))
 
-    def _check_open(self) -> None:
-        if self._ws.state is not ConnectionState.OPEN:
+    def _send_event(self, event: Event) -> None:
+        with self._state_lock:
+            if self._ws.state is not ConnectionState.OPEN or self._closed.is_set():
+                raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+            ticket = self._out.put(self._ws.send(event))
+        if not self._flush(ticket, self.send_timeout) or not self._out.written(ticket):
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)
 
-    def _send_locked(self, data: bytes) -> None:
+    def _flush(self, ticket: int, no_progress: float, turn_timeout: float = -1) -> bool:
+        """Write up to ``ticket``; on failure or no progress, drop TCP (1006)."""
         try:
-            self._sock.sendall(data)
+            if self._out.flush(ticket, no_progress=no_progress, turn_timeout=turn_timeout):
+                return True
+            reason = "send timeout"
+        except OSError:
+            reason = ""
+        self._finish(CloseReason.ABNORMAL_CLOSURE, reason)
+        return False
+
+    def _flush_nowait(self) -> None:
+        try:
+            self._out.flush_nowait()
         except OSError:
             self._finish(CloseReason.ABNORMAL_CLOSURE, "")
 
-    # -- timers (run on the shared timer thread) -----------------------------------
+    # -- timers (run on the shared timer thread; nothing here waits) ---------------
 
     def _next_due(self, now: float) -> float | None:
         if self._closed.is_set():
@@ -282,9 +340,8 @@ class WebSocket:
         candidates = [self._hard_close, self._expires]
         if self.idle_timeout is not None:
             candidates.append(self._last_message + self.idle_timeout)
-        if self.ping_interval is not None:
-            candidates.append(self._last_data + self.ping_interval if self._ping_sent is None
-                              else self._ping_sent + self.ping_timeout)
+        if self._keepalive is not None:
+            candidates.append(self._keepalive.next_due())
         due = [value for value in candidates if value is not None]
         return max(now, min(due)) if due else None
 
@@ -292,66 +349,96 @@ class WebSocket:
         """Keepalive, idle and expiry checks; called by the shared timer thread."""
         if self._closed.is_set():
             return None
-        if self._hard_close is not None and now >= self._hard_close:
-            self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
-            return None
-        if self._hard_close is None:
-            if self._expires is not None and now >= self._expires:
-                self._start_close(CloseReason.POLICY_VIOLATION, "credential expired", now)
-            elif self.idle_timeout is not None and \
-                    now >= self._last_message + self.idle_timeout:
-                self._start_close(CloseReason.GOING_AWAY, "idle timeout", now)
-            elif self.ping_interval is not None:
-                self._keepalive(now)
+        if self._hard_close is not None:
+            if now >= self._hard_close and not self._close_written_by(now):
+                self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE,
+                             self.close_reason)
+                return None
+        elif self._expires is not None and now >= self._expires:
+            self._start_close(CloseReason.POLICY_VIOLATION, "credential expired", now)
+        elif self.idle_timeout is not None and now >= self._last_message + self.idle_timeout:
+            self._start_close(CloseReason.GOING_AWAY, "idle timeout", now)
+        elif self._keepalive is not None:
+            self._check_keepalive(self._keepalive, now)
         return self._next_due(now)
 
-    def _keepalive(self, now: float) -> None:
-        if self._ping_sent is not None:
-            # Any byte since the ping (or waiting unread in the kernel) proves life.
-            if self._last_data >= self._ping_sent or wait_readable(self._sock, now):
-                self._ping_sent = None
-            elif now >= self._ping_sent + self.ping_timeout:
-                self._fail_from_timer(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
-                return
-        if self._ping_sent is None and now >= self._last_data + (self.ping_interval or 0):
-            if self._send_lock.acquire(timeout=1.0):
-                try:
+    def _check_keepalive(self, alive: Keepalive, now: float) -> None:
+        if not alive.waiting:
+            payload = alive.ping(now)
+            if payload is not None:
+                with self._state_lock:
                     if self._ws.state is ConnectionState.OPEN:
-                        self._send_locked(self._ws.send(Ping(payload=b"wsauth")))
-                finally:
-                    self._send_lock.release()
-            self._ping_sent = now
+                        self._out.put(self._ws.send(Ping(payload=payload)))
+                self._flush_nowait()
+        elif self._read_for_handler(alive):  # the Pong may wait unread: look for it
+            alive.excuse(now)
+        elif alive.timed_out(now):
+            self._fail_nowait(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
+
+    def _read_for_handler(self, alive: Keepalive) -> bool:
+        """Read what has arrived if the handler is not reading; True if it is behind."""
+        if not self._read_lock.acquire(blocking=False):
+            return False  # the handler is in recv(): it reads any Pong itself
+        try:
+            for _ in range(_KEEPALIVE_READS):
+                if self._held >= _HELD_FOR_HANDLER:
+                    return True
+                data = self._pending or self._io.read_nowait(_MAX_READ)
+                self._pending = b""
+                if data is None or self._closed.is_set():
+                    return False
+                self._receive(data)
+                self._after_receive(wait=False)
+                if not alive.waiting or not data:
+                    return False
+            return True  # still more to read than the keepalive reads for a handler
+        finally:
+            self._read_lock.release()
 
     def close_soon(self, code: int, reason: str = "") -> None:
         """Start the closing handshake from any thread without waiting for it.
 
         A handler reading the connection sees the peer's answer as
-        :class:`ConnectionClosed`; TCP is dropped after ``close_timeout`` regardless.
+        :class:`ConnectionClosed`; TCP is dropped after ``close_timeout`` regardless,
+        or at once if the Close cannot be written (the peer does not read).
         """
         now = time.monotonic()
-        self._start_close(code, reason, now)
-        TIMERS.schedule(self, now + self.close_timeout)
+        if self._hard_close is None:
+            self._start_close(code, reason, now)
+            TIMERS.schedule(self, self._hard_close or now)
 
     def _start_close(self, code: int, reason: str, now: float) -> None:
-        """Send our Close without waiting: a reading handler sees the peer's answer."""
-        if self._send_lock.acquire(timeout=1.0):
-            try:
-                if self._ws.state is ConnectionState.OPEN:
-                    self.close_code, self.close_reason = code, reason
-                    self._send_locked(self._ws.send(CloseConnection(code=code, reason=reason)))
-            finally:
-                self._send_lock.release()
-        self._hard_close = now + self.close_timeout
-
-    def _fail_from_timer(self, code: int, reason: str) -> None:
-        # A peer that stopped answering may also have stopped reading: never block here.
-        if self._send_lock.acquire(timeout=1.0):
-            try:
-                self._fail(code, reason)
-            finally:
-                self._send_lock.release()
+        """Queue our Close and write it if the socket takes it now; never waits."""
+        with self._state_lock:
+            if self._ws.state is ConnectionState.OPEN and not self._closed.is_set():
+                self.close_code, self.close_reason = code, reason
+                self._close_ticket = self._out.put(
+                    self._ws.send(CloseConnection(code=code, reason=reason)))
+        self._flush_nowait()
+        self._close_started = now
+        if self._close_ticket is None:  # closing already (the handler, or the peer)
+            self._hard_close = now + self.close_timeout
         else:
-            self._finish(code, reason)
+            self._hard_close = now + min(self.close_timeout, _CLOSE_WRITE_GRACE)
+            self._close_written_by(now)
+
+    def _close_written_by(self, now: float) -> bool:
+        """Once our Close is out, give the peer ``close_timeout`` to answer it."""
+        if self._close_ticket is None:
+            return now < self._close_started + self.close_timeout
+        if not self._out.written(self._close_ticket):
+            self._flush_nowait()  # a last try: the peer may have read meanwhile
+        if self._out.written(self._close_ticket) and not self._closed.is_set():
+            self._hard_close = self._close_started + self.close_timeout
+            return now < self._hard_close
+        return False
+
+    def _fail_nowait(self, code: int, reason: str) -> None:
+        # A peer that stopped answering may also have stopped reading: never wait here.
+        with self._state_lock:
+            self._fail(code, reason)
+        self._flush_nowait()
+        self._finish(code, reason)
 
     # -- closing -------------------------------------------------------------------
 
@@ -362,10 +449,13 @@ class WebSocket:
         """
         if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
             raise ValueError("close reason is limited to 123 bytes of UTF-8")
-        with self._send_lock:
-            if self._ws.state is ConnectionState.OPEN:
+        ticket = None
+        with self._state_lock:
+            if self._ws.state is ConnectionState.OPEN and not self._closed.is_set():
                 self.close_code, self.close_reason = code, reason
-                self._send_locked(self._ws.send(CloseConnection(code=code, reason=reason)))
+                ticket = self._out.put(self._ws.send(CloseConnection(code=code, reason=reason)))
+        if ticket is not None:
+            self._flush(ticket, min(self.send_timeout, self.close_timeout), self.close_timeout)
         deadline = time.monotonic() + self.close_timeout
         while not self._closed.is_set():
             remaining = deadline - time.monotonic()
@@ -379,6 +469,8 @@ class WebSocket:
                 finally:
                     self._read_lock.release()
         self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
+        self._messages.clear()  # nobody reads after close(): let go of them
+        self._held = 0
 
     def _drain_until_closed(self, deadline: float) -> None:
         while not self._closed.is_set():
@@ -388,7 +480,9 @@ class WebSocket:
                 return
             self._pending = b""
             self._messages.clear()  # messages after our Close are not delivered
+            self._held = 0
             self._receive(data)
+            self._after_receive(wait=True)
 
     def __enter__(self) -> WebSocket:
         return self
@@ -397,37 +491,3 @@ class WebSocket:
                  tb: TracebackType | None) -> None:
         self.close(1000 if exc is None else CloseReason.INTERNAL_ERROR)
 
-
-def wait_readable(sock: socket.socket, deadline: float) -> bool:
-    """Wait until ``sock`` has data (or EOF) to read; False if ``deadline`` passed first."""
-    pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes already
-    if pending is not None and pending():
-        return True
-    remaining = max(0.0, deadline - time.monotonic())
-    if not hasattr(select, "poll"):
-        # eventlet's monkey patching removes select.poll (gevent's swaps in its own);
-        # the patched select() waits on the hub, with no FD_SETSIZE limit. But eventlet
-        # refuses a second waiter on a socket the handler's green thread is reading, so
-        # the timers' "anything there now?" is a peek that never waits.
-        if remaining > 0:
-            return bool(select.select([sock], [], [], remaining)[0])
-        probe = _socket.socket(fileno=sock.fileno())  # the bare, never-green socket
-        try:
-            probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            return True  # data, or b"" at EOF
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True  # a pending error: the next recv reports it
-        finally:
-            probe.detach()
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(remaining * 1000))
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # Shut down rather than close: the thread that owns the socket closes it, so a
-    # concurrent recv() wakes up instead of racing a reused file descriptor.
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
