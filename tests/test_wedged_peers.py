@@ -123,7 +123,8 @@ def test_deadlines_stay_on_time_with_100_wedged_peers() -> None:
     # must not cost it a wait. send_timeout is long so the sends stay stuck throughout.
     app = make_app(routes={"/firehose": firehose, "/ws": hold}, verifier=verifier,
                    sources=[QueryToken()], ping_interval=0.2, ping_timeout=30,
-                   send_timeout=30, limiter=None)
+                   send_timeout=30, limiter=None,
+                   max_connections_per_ip=None)  # 100 peers from one loopback address
     with running(app) as server, closing_all([]) as socks:
         for n in range(100):
             socks.append(open_wedged(server, f"/firehose?token=wedged-{n}"))

@@ -91,7 +91,10 @@ class Transport:
         # plain socket method: SSLSocket.shutdown would also drop its SSL object while
         # another thread may be using it.
         with contextlib.suppress(OSError):
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            if isinstance(self.sock, ssl.SSLSocket):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            else:  # a green socket (eventlet) is no socket.socket subclass: its own method
+                self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class TlsTransport(Transport):
