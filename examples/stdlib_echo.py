@@ -24,7 +24,7 @@ from wsauth_sync import (
     handle_request,
     take_buffered,
 )
-from wsauth_sync.audit import redact_message
+from wsauth_sync.core.audit import redact_message
 from wsauth_sync.echo import echo
 
 TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")

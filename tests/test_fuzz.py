@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from wsauth_sync import Accept, HandshakePolicy, QueryToken, Rejected, ServerHandshake
+from wsauth_sync.core.verifiers import StaticTokens
 from wsauth_sync.echo import WELCOME
-from wsauth_sync.verifiers import StaticTokens
 
 POLICY = HandshakePolicy(verifier=StaticTokens({SECRET: "alice"}), sources=(QueryToken(),))
 VALID = handshake_bytes(f"/ws?token={SECRET}")

@@ -26,7 +26,7 @@ from wsauth_sync import (
     UpgradeRequest,
     encode_subprotocol_token,
 )
-from wsauth_sync.http11 import HeadLimits
+from wsauth_sync.core.http11 import HeadLimits
 
 
 class SpyVerifier:

@@ -35,8 +35,8 @@ from helpers import (
 )
 from test_wsgi import HOSTS, Host
 
-from wsauth_sync.audit import HOST_ACCESS_LOGGERS, install_log_redaction, redact_text
-from wsauth_sync.request import redact_query
+from wsauth_sync.core.audit import HOST_ACCESS_LOGGERS, install_log_redaction, redact_text
+from wsauth_sync.core.request import redact_query
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A well-formed token no verifier knows: refused with 401, and still never logged.

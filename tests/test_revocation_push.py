@@ -26,7 +26,7 @@ from pg import Cluster, cluster
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from wsauth_sync.app import DEFAULT_REVOCATION_INTERVAL
+from wsauth_sync.config import DEFAULT_REVOCATION_INTERVAL
 from wsauth_sync.echo import WELCOME
 from wsauth_sync.keystore import KeyStore, SQLiteKeyStore
 from wsauth_sync.pgstore import REVOCATION_CHANNEL, PostgresKeyStore

@@ -17,7 +17,7 @@ from test_wedged_peers import Firehose, closed_codes, closing_all, open_wedged
 from websockets.sync.client import connect
 
 from wsauth_sync import WebSocket, WebSocketServer
-from wsauth_sync.app import WebSocketApp
+from wsauth_sync.config import WebSocketApp
 
 COUNT = 600
 

@@ -7,10 +7,10 @@ and :class:`WebSocketServer`, or :func:`handle_socket` for an existing accept lo
 
 __version__ = "0.1.0"
 
-from .app import Handler, WebSocketApp
-from .audit import install_log_redaction, redact_message, redact_text
+from .config import Handler, WebSocketApp
 from .connection import WebSocket
-from .errors import (
+from .core.audit import install_log_redaction, redact_message, redact_text
+from .core.errors import (
     AuthenticationFailed,
     BadRequest,
     ConfigurationError,
@@ -25,14 +25,10 @@ from .errors import (
     TooManyRequests,
     WSAuthError,
 )
-from .guards import FailedAuthLimiter
-from .handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check_upgrade
-from .http11 import HeadLimits
-from .jwt_verifier import JWTVerifier
-from .keystore import open_keystore
-from .request import UpgradeRequest
-from .server import WebSocketServer, serve
-from .sources import (
+from .core.handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check_upgrade
+from .core.http11 import HeadLimits
+from .core.request import UpgradeRequest
+from .core.sources import (
     BearerToken,
     CookieToken,
     QueryToken,
@@ -40,8 +36,12 @@ from .sources import (
     TokenSource,
     encode_subprotocol_token,
 )
-from .upgrade import handle_request, handle_socket, take_buffered
-from .verifiers import CallableVerifier, Identity, StaticTokens, Verifier
+from .core.verifiers import CallableVerifier, Identity, StaticTokens, Verifier
+from .guards import FailedAuthLimiter
+from .jwt_verifier import JWTVerifier
+from .keystore import open_keystore
+from .server import WebSocketServer, serve
+from .socket_shell import handle_request, handle_socket, take_buffered
 
 __all__ = [
     "Accept",
@@ -89,3 +89,22 @@ __all__ = [
     "serve",
     "take_buffered",
 ]
+
+
+def _keep_old_module_paths() -> None:
+    """Make the module paths of 0.1 (``wsauth_sync.handshake``, ``wsauth_sync.app``...)
+    name their new homes, for one release, so existing imports keep working."""
+    import sys
+
+    from . import config, socket_shell
+    from .core import audit, errors, handshake, http11, origin, request, sources, verifiers
+
+    moved = {"errors": errors, "request": request, "http11": http11, "sources": sources,
+             "origin": origin, "handshake": handshake, "verifiers": verifiers, "audit": audit,
+             "app": config, "upgrade": socket_shell}
+    for old, module in moved.items():
+        sys.modules.setdefault(f"{__name__}.{old}", module)
+        globals().setdefault(old, module)
+
+
+_keep_old_module_paths()

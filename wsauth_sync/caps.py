@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Collection
 
-from .errors import ConfigurationError, TooManyRequests
+from .core.errors import ConfigurationError, TooManyRequests
 
 #: Open connections one identity (token subject) may hold at once by default.
 DEFAULT_MAX_CONNECTIONS_PER_IDENTITY = 32

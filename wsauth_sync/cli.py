@@ -17,11 +17,11 @@ from types import FrameType
 from typing import NoReturn
 
 from . import __version__
-from .app import DEFAULT_HANDSHAKE_TIMEOUT
 from .cli_echo import SOURCES, run_echo
 from .cli_keys import ENV_KEYS_DB, run_keys
+from .config import DEFAULT_HANDSHAKE_TIMEOUT
 from .connection import DEFAULT_MAX_MESSAGE_SIZE
-from .origin import normalize_origin
+from .core.origin import normalize_origin
 
 DESCRIPTION = "Authenticated WebSocket echo server and API-key tool (wsauth_sync)."
 SECRETS_NOTE = ("Secrets given on the command line are visible to every local user in the "

@@ -14,16 +14,16 @@ import ssl
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
-from .app import WebSocketApp
 from .cli_keys import FAILURES, fail, is_dsn, is_missing_store, read_secret_file, store_location
+from .config import WebSocketApp
+from .core.errors import ConfigurationError
+from .core.origin import normalize_origin
+from .core.sources import BearerToken, CookieToken, QueryToken, SubprotocolToken, TokenSource
+from .core.verifiers import StaticTokens, Verifier
 from .echo import demo_page, echo, empty_icon
-from .errors import ConfigurationError
 from .jwt_verifier import JWTVerifier
 from .keystore import open_keystore
-from .origin import normalize_origin
 from .server import WebSocketServer
-from .sources import BearerToken, CookieToken, QueryToken, SubprotocolToken, TokenSource
-from .verifiers import StaticTokens, Verifier
 
 SOURCES: dict[str, type[TokenSource]] = {
     "query": QueryToken,

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import ConfigurationError
+from .core.errors import ConfigurationError
 from .keystore import DATABASE_ERRORS, KeyRecord, KeyStore, open_keystore
 
 #: Where a key store's location (a DSN may hold a password) can come from without

@@ -34,15 +34,15 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import CloseReason
 
-from .errors import ConnectionClosed
-from .handshake import Accept
+from .core.errors import ConnectionClosed
+from .core.handshake import Accept
+from .core.request import UpgradeRequest
+from .core.verifiers import Identity
 from .keepalive import Keepalive
 from .messages import Data, MessageAssembler, MessageTooBig
-from .request import UpgradeRequest
 from .timers import TIMERS
 from .transport import Outbox, open_transport
 from .transport import wait_readable as wait_readable  # for the handshake's reads
-from .verifiers import Identity
 
 #: Largest message accepted by default (websockets uses the same): 1 MiB.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024

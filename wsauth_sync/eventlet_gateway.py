@@ -21,7 +21,7 @@ from typing import Any
 
 from eventlet.wsgi import HttpProtocol
 
-from .audit import redact_text
+from .core.audit import redact_text
 from .wsgi import INPUT_KEY, SOCKET_KEY
 
 

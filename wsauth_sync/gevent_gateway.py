@@ -22,7 +22,7 @@ from typing import Any
 
 from gevent.pywsgi import WSGIHandler
 
-from .audit import redact_text
+from .core.audit import redact_text
 from .wsgi import INPUT_KEY, SOCKET_KEY, SocketTakenOver
 
 

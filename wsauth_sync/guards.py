@@ -23,8 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .errors import ConfigurationError, ServiceUnavailable, TooManyRequests
-from .verifiers import Identity, RevocationFeed, RevocationSource, Verifier
+from .core.errors import ConfigurationError, ServiceUnavailable, TooManyRequests
+from .core.verifiers import Identity, RevocationFeed, RevocationSource, Verifier
 from .workers import WorkerPool
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ token's ``jku``/``x5u``/``jwk`` headers, which are ignored, RFC 8725 §3.10). Fo
   one login that finds the set due refreshes it itself, then falls back on the cache);
 * a ``kid`` not in the last good set gets 401 if the key server's last answer was a key
   set, and 503 if it was a failure (the key may be new); both count as failed
-  authentications (:class:`~wsauth_sync.errors.UnverifiableToken` is that 503).
+  authentications (:class:`~wsauth_sync.core.errors.UnverifiableToken` is that 503).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, UnverifiableToken
-from .verifiers import Identity
+from .core.errors import ConfigurationError, InvalidToken, ServiceUnavailable, UnverifiableToken
+from .core.verifiers import Identity
 
 #: Clock skew allowed on exp/nbf/iat by default: small, as RFC 8725 §3.9 context suggests.
 DEFAULT_LEEWAY = 10.0

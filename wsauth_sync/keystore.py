@@ -33,9 +33,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .core.errors import ConfigurationError, InvalidToken, ServiceUnavailable
+from .core.verifiers import Identity
 from .dbwatch import WatchedCall
-from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
-from .verifiers import Identity
 
 logger = logging.getLogger("wsauth_sync")
 T = TypeVar("T")

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Collection
 from typing import Literal, Union
 
-from . import audit
-from .errors import RequestTimeout
-from .handshake import Rejected, ServerHandshake
-from .request import Address
+from .core import audit
+from .core.errors import RequestTimeout
+from .core.handshake import Rejected, ServerHandshake
+from .core.request import Address
 
 #: Handshakes in progress at once by default (memory, not threads: a few KiB each).
 DEFAULT_MAX_PENDING = 1024

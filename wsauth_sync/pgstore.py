@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from .core.errors import ConfigurationError
+from .core.verifiers import RevocationFeed
 from .dbwatch import WATCHDOG, WatchedCall
-from .errors import ConfigurationError
 from .keystore import KeyStore
-from .verifiers import RevocationFeed
 
 #: The ``NOTIFY`` channel; each payload is the public id of a revoked key, never a secret.
 REVOCATION_CHANNEL = "wsauth_revocations"

@@ -4,7 +4,7 @@
 at once and without a thread each (see :mod:`~wsauth_sync.pending`): silent and slow
 clients cost memory, not threads, and past the pending caps the oldest is dropped. A
 whole head gets a thread from a pool, which decides, answers and runs the handler
-(:func:`~wsauth_sync.upgrade.finish_handshake`), under a cap on connections. Shutdown
+(:func:`~wsauth_sync.socket_shell.finish_handshake`), under a cap on connections. Shutdown
 closes open connections with 1001.
 """
 
@@ -23,15 +23,15 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from . import audit
-from .app import WebSocketApp
+from .config import WebSocketApp
 from .connection import WebSocket
-from .errors import ConfigurationError, ServiceUnavailable
-from .handshake import Rejected, ServerHandshake
+from .core import audit
+from .core.errors import ConfigurationError, ServiceUnavailable
+from .core.handshake import Rejected, ServerHandshake
+from .core.request import Address
+from .core.sources import CookieToken, QueryToken
 from .pending import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, Head, PendingHeads
-from .request import Address
-from .sources import CookieToken, QueryToken
-from .upgrade import finish_handshake
+from .socket_shell import finish_handshake
 from .workers import WorkerPool
 
 logger = logging.getLogger("wsauth_sync")

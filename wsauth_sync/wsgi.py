@@ -2,8 +2,8 @@
 
 :class:`WebSocketMiddleware` wraps any WSGI application. Requests for its WebSocket
 paths go through the same core as the socket server: the environ becomes an
-:class:`~wsauth_sync.request.UpgradeRequest`, is written back into head bytes and fed
-to the very :class:`~wsauth_sync.handshake.ServerHandshake` the threaded server uses,
+:class:`~wsauth_sync.core.request.UpgradeRequest`, is written back into head bytes and fed
+to the very :class:`~wsauth_sync.core.handshake.ServerHandshake` the threaded server uses,
 so statuses, headers and log lines are identical. Refusals are answered the WSGI way
 (``start_response``); an accepted request takes over the server's socket, writes the
 101 and runs the handler on the WSGI worker thread. Everything else passes through.
@@ -39,14 +39,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import audit
-from .app import WebSocketApp
-from .errors import HandshakeError, NoSocketTakeover, WSAuthError
-from .handshake import Rejected, Served, ServerHandshake
-from .http11 import rejection_parts
-from .request import UNIX_PEER, Address, UpgradeRequest, environ_client, environ_path
-from .sources import QueryToken
-from .upgrade import answer, decide_parsed, serve_accepted, take_buffered
+from .config import WebSocketApp
+from .core import audit
+from .core.errors import HandshakeError, NoSocketTakeover, WSAuthError
+from .core.handshake import Rejected, Served, ServerHandshake
+from .core.http11 import rejection_parts
+from .core.request import UNIX_PEER, Address, UpgradeRequest, environ_client, environ_path
+from .core.sources import QueryToken
+from .socket_shell import answer, decide_parsed, serve_accepted, take_buffered
 from .uwsgi_takeover import UWSGI_KEY, uwsgi_socket, uwsgi_unpatched, write_head
 
 logger = logging.getLogger("wsauth_sync")
@@ -79,9 +79,9 @@ class WebSocketMiddleware:
     Args:
         app: the wrapped WSGI application; it gets every other request untouched.
         ws_app: routes, authentication policy and limits (shared with the socket server).
-        redact_host_logs: attach :class:`~wsauth_sync.audit.RedactTokens` to the
+        redact_host_logs: attach :class:`~wsauth_sync.core.audit.RedactTokens` to the
             Werkzeug, gunicorn and cheroot loggers, with the ``param`` of each
-            :class:`~wsauth_sync.sources.QueryToken`, so their access logs never show a
+            :class:`~wsauth_sync.core.sources.QueryToken`, so their access logs never show a
             token query parameter. Leave on unless you redact those logs yourself.
     """
 

@@ -5,7 +5,7 @@ one absolute deadline (TLS included), asks the core, answers, and runs the handl
 :func:`handle_request` does the same for a socket whose head another server has parsed
 (``http.server``); the WSGI middleware uses :func:`decide_parsed` and
 :func:`serve_accepted` the same way. Whatever the entry, a refusal is written by the
-same :class:`~wsauth_sync.handshake.ServerHandshake`, so the bytes are identical.
+same :class:`~wsauth_sync.core.handshake.ServerHandshake`, so the bytes are identical.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import time
 from collections.abc import Callable, MutableSet
 from typing import Literal
 
-from . import audit
-from .app import WebSocketApp
+from .config import WebSocketApp
 from .connection import WebSocket, wait_readable
-from .errors import (
+from .core import audit
+from .core.errors import (
     ConnectionClosed,
     HandshakeError,
     RequestTimeout,
     ServiceUnavailable,
 )
-from .handshake import Accept, Rejected, Served, ServerHandshake
-from .request import UNIX_PEER, Address, UpgradeRequest
+from .core.handshake import Accept, Rejected, Served, ServerHandshake
+from .core.request import UNIX_PEER, Address, UpgradeRequest
 
 logger = logging.getLogger("wsauth_sync")
 

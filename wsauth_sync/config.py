@@ -25,20 +25,20 @@ from .connection import (
     DEFAULT_SEND_TIMEOUT,
     WebSocket,
 )
-from .errors import ConfigurationError
-from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
-from .handshake import (
+from .core.errors import ConfigurationError
+from .core.handshake import (
     DEFAULT_MAX_TOKEN_LENGTH,
     DEFAULT_SOURCES,
     Accept,
     FailureLimiter,
     HandshakePolicy,
 )
-from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page
-from .origin import client_ip
-from .request import UpgradeRequest
-from .sources import TokenSource
-from .verifiers import Verifier
+from .core.http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page
+from .core.origin import client_ip
+from .core.request import UpgradeRequest
+from .core.sources import TokenSource
+from .core.verifiers import Verifier
+from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
 
 #: A handler gets the accepted WebSocket; the connection closes when it returns.
 Handler = Callable[[WebSocket], None]
@@ -66,7 +66,7 @@ class WebSocketApp:
         close_timeout: seconds to wait for the peer's Close frame.
         head_limits: request line, header line, header count and head size bounds.
         allowed_origins: exact origins browsers may connect from (see
-            :class:`~wsauth_sync.handshake.HandshakePolicy`); required with cookies.
+            :class:`~wsauth_sync.core.handshake.HandshakePolicy`); required with cookies.
         allow_missing_origin: with an allowlist, also accept requests without Origin.
         limiter: failed-authentication budget per client IP (429 beyond it); by default
             a :class:`~wsauth_sync.guards.FailedAuthLimiter` (20 failures, then 1/s);

@@ -119,7 +119,7 @@ def redact_request_line(line: str, names: Iterable[str] = SENSITIVE_QUERY_PARAMS
     """Redact the query of a logged request line (``GET /ws?token=... HTTP/1.1``).
 
     The line is parsed (method, target, version; Werkzeug's colour codes kept) and the
-    target redacted with :func:`~wsauth_sync.request.redact_query`; anything that is
+    target redacted with :func:`~wsauth_sync.core.request.redact_query`; anything that is
     not a request line goes through :func:`redact_text` instead.
     """
     match = _REQUEST_LINE.fullmatch(line)
@@ -135,7 +135,7 @@ def redact_text(text: str, names: Iterable[str] = SENSITIVE_QUERY_PARAMS) -> str
     For text with no structure left. In a line holding `` HTTP/``, the query before it
     is redacted as a whole, raw spaces included (a refused request line). Then every
     whitespace-separated run is read as query parameters (see
-    :func:`~wsauth_sync.request.redact_params`), so ``token=`` is found after a quote,
+    :func:`~wsauth_sync.core.request.redact_params`), so ``token=`` is found after a quote,
     a decoded ``%22`` or with no ``?`` at all; a token name whose value a space cut
     off takes the next run with it. Linear in the length of ``text``.
     """
@@ -246,7 +246,7 @@ class RedactTokens(logging.Filter):
 
     Args:
         params: query parameter names redacted besides ``SENSITIVE_QUERY_PARAMS``
-            (the ``param`` of each :class:`~wsauth_sync.sources.QueryToken`).
+            (the ``param`` of each :class:`~wsauth_sync.core.sources.QueryToken`).
     """
 
     def __init__(self, params: Iterable[str] = ()) -> None:

@@ -11,7 +11,7 @@ a key server):
 5. the token passes a size bound, then the verifier;
 6. a subprotocol is selected from those the client offered, never the token entry.
 
-It returns an :class:`Accept` or raises a :class:`~wsauth_sync.errors.HandshakeError`
+It returns an :class:`Accept` or raises a :class:`~wsauth_sync.core.errors.HandshakeError`
 that already knows its HTTP answer. Nothing here does I/O or touches threads.
 """
 
@@ -145,7 +145,7 @@ class FailureLimiter(Protocol):
     """Budget of failed authentications per client (see :mod:`wsauth_sync.guards`)."""
 
     def check(self, client: str) -> None:
-        """Raise :class:`~wsauth_sync.errors.TooManyRequests` when over budget."""
+        """Raise :class:`~wsauth_sync.core.errors.TooManyRequests` when over budget."""
 
     def failed(self, client: str) -> None:
         """Record one failed authentication."""
@@ -155,9 +155,9 @@ class HandshakePolicy:
     """Everything the core needs to decide on a handshake, validated once.
 
     Args:
-        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.verifiers`).
+        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.core.verifiers`).
         paths: request paths that serve WebSockets; others get 404.
-        sources: where tokens may travel, see :mod:`wsauth_sync.sources`.
+        sources: where tokens may travel, see :mod:`wsauth_sync.core.sources`.
         subprotocols: application subprotocols the handlers speak, preferred first.
         realm: the ``realm`` of ``WWW-Authenticate`` challenges.
         max_token_length: longer tokens get 401 without reaching the verifier.

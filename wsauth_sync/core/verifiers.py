@@ -1,7 +1,7 @@
 """Verifiers: a token in, an :class:`Identity` out, or a refusal.
 
 A verifier is any callable ``token -> Identity``. It raises
-:class:`~wsauth_sync.errors.InvalidToken` (401) to refuse a token. Any other exception
+:class:`~wsauth_sync.core.errors.InvalidToken` (401) to refuse a token. Any other exception
 means "cannot decide now"; the handshake core turns it into a 503 and never into a 101.
 """
 
@@ -80,7 +80,7 @@ class RevocationFeed(Protocol):
 
 
 class Verifier(Protocol):
-    """``token -> Identity``, raising :class:`~wsauth_sync.errors.InvalidToken` to refuse.
+    """``token -> Identity``, raising :class:`~wsauth_sync.core.errors.InvalidToken` to refuse.
 
     A verifier may set ``blocking = False`` when it never waits on I/O (a static table,
     a JWT with a configured key); others run under the app's ``verify_timeout``.
