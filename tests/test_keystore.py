@@ -51,7 +51,7 @@ def test_only_the_hash_is_stored(store: KeyStore) -> None:
         rows = cursor.fetchall()
     dump = repr(rows)
     assert record.key_id in dump
-    assert key not in dump and key.rsplit("_", 1)[1] not in dump
+    assert key not in dump and key.split("_", 2)[2] not in dump  # the secret may hold "_"
 
 
 @pytest.mark.parametrize("token", ["wsk_000000000000_nope", "' OR 1=1 --",

@@ -95,6 +95,7 @@ def test_every_module_is_classified() -> None:
     shells = {"connection", "server", "config", "cli", "echo", "wsgi", "cheroot_gateway",
               "guards", "timers", "transport", "socket_shell", "keystore", "pgstore",
               "dbwatch", "workers", "pending", "caps", "gevent_gateway", "eventlet_gateway",
-              "uwsgi_takeover", "cli_echo", "cli_keys", "jwt_verifier", "__init__", "__main__"}
+              "uwsgi_takeover", "cli_echo", "cli_keys", "jwt_verifier", "pages", "__init__",
+              "__main__"}
     modules = {p.stem for p in PACKAGE.glob("*.py")}
     assert modules <= set(SANS_IO) | shells, modules - set(SANS_IO) - shells

@@ -26,19 +26,20 @@ from .connection import (
     WebSocket,
 )
 from .core.errors import ConfigurationError
-from .core.handshake import (
+from .core.http11 import DEFAULT_HEAD_LIMITS, HeadLimits
+from .core.origin import client_ip
+from .core.policy import (
     DEFAULT_MAX_TOKEN_LENGTH,
     DEFAULT_SOURCES,
     Accept,
     FailureLimiter,
     HandshakePolicy,
 )
-from .core.http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page
-from .core.origin import client_ip
 from .core.request import UpgradeRequest
 from .core.sources import TokenSource
 from .core.verifiers import Verifier
 from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
+from .pages import Page
 
 #: A handler gets the accepted WebSocket; the connection closes when it returns.
 Handler = Callable[[WebSocket], None]
@@ -159,8 +160,8 @@ class WebSocketApp:
             verifier=verifier, paths=self.routes, sources=sources, subprotocols=subprotocols,
             realm=realm, max_token_length=max_token_length, allowed_origins=allowed_origins,
             allow_missing_origin=allow_missing_origin, limiter=limiter,
-            trusted_proxies=trusted_proxies, required_scopes=required_scopes,
-            pages=pages)
+            trusted_proxies=trusted_proxies, required_scopes=required_scopes)
+        self.pages = dict(pages or {})
         self.handshake_timeout = handshake_timeout
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout

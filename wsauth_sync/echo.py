@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from .connection import WebSocket
-from .core.http11 import Page
+from .pages import Page
 
 WELCOME = "Welcome! You are authenticated."
 #: How the demo page can send a token (a browser cannot set an Authorization header).

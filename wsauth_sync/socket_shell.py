@@ -23,16 +23,15 @@ from .connection import WebSocket, wait_readable
 from .core import audit
 from .core.errors import (
     ConnectionClosed,
-    HandshakeError,
     RequestTimeout,
     ServiceUnavailable,
 )
-from .core.handshake import Accept, Rejected, Served, ServerHandshake
+from .core.handshake import Accept, Decision, Rejected, ServerHandshake
 from .core.request import UNIX_PEER, Address, UpgradeRequest
+from .pages import Served, serve_page
 
 logger = logging.getLogger("wsauth_sync")
 
-Decision = Accept | Rejected | Served
 
 _READ_SIZE = 16 * 1024
 # After a refusal: how long and how much to drain so the client reads the response
@@ -91,12 +90,12 @@ def finish_handshake(sock: socket.socket, handshake: ServerHandshake,
     ``head`` is what :meth:`ServerHandshake.receive_head` returned: True for a whole
     head, or the refusal of a malformed or late one. Raises OSError if the peer goes.
     """
-    decision = handshake.decide() if head is True else head
-    decision, response, trailing = answer(handshake, decision, deadline, app=app)
+    decision = decide(handshake, app, deadline) if head is True else head
+    trailing = handshake.trailing_data if isinstance(decision, Accept) else b""
     del handshake  # the parser is not needed while the WebSocket lives: free it
     if on_decided is not None:
         on_decided()
-    _deliver(sock, decision, response, app, trailing_data=trailing, address=address,
+    _deliver(sock, decision, app, trailing_data=trailing, address=address,
              open_connections=open_connections)
 
 
@@ -134,18 +133,28 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
     deadline = time.monotonic() + app.handshake_timeout
     handshake = ServerHandshake(app.policy, limits=app.head_limits, client=request.client)
     try:
-        decision, response, trailing = answer(handshake, decide_parsed(handshake, request),
-                                               deadline, app=app)
-        _deliver(sock, decision, response, app, trailing_data=trailing + buffered,
-                 address=request.client)
+        head = handshake.receive_request(request)
+        decision = decide(handshake, app, deadline) if head is True else head
+        _deliver(sock, decision, app, trailing_data=buffered, address=request.client)
     except OSError:
         pass
 
 
-def decide_parsed(handshake: ServerHandshake, request: UpgradeRequest) -> Decision:
-    """Decide on a request parsed elsewhere, with the checks bytes read here would get."""
-    head = handshake.receive_request(request)
-    return handshake.decide() if head is True else head
+def decide(handshake: ServerHandshake, app: WebSocketApp,
+           deadline: float) -> Decision | Served:
+    """What every shell answers to a whole head: a page, or the core's decision with the
+    app's admission (its caps, and the deadline for a verifier that answered late)."""
+    served = serve_page(handshake, app.pages)
+    if served is not None:
+        return served
+
+    def admit(accept: Accept) -> None:
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable("verifier_timeout")
+        # Held until serve_accepted() ends, which releases it.
+        app.caps.reserve(accept.identity.subject, app.client_address(accept.request))
+
+    return handshake.decide(admit=admit)
 
 
 def take_buffered(reader: object, sock: socket.socket) -> bytes:
@@ -168,42 +177,22 @@ def take_buffered(reader: object, sock: socket.socket) -> bytes:
     return reader.read(len(pending)) if pending else b""
 
 
-def answer(handshake: ServerHandshake, decision: Decision, deadline: float, *,
-           app: WebSocketApp) -> tuple[Decision, bytes, bytes]:
-    """The final decision, the bytes that answer it, and any bytes past the head.
-
-    An :class:`Accept` that arrives after ``deadline`` (a slow verifier) becomes a 503;
-    one over the app's per-identity or per-address cap a 429. An :class:`Accept` returned
-    here holds a place under those caps until :func:`serve_accepted` ends.
-    """
-    if isinstance(decision, Accept) and time.monotonic() > deadline:
-        decision = handshake.reject(ServiceUnavailable("verifier_timeout"))
-    if isinstance(decision, Accept):
-        try:
-            app.caps.reserve(decision.identity.subject, app.client_address(decision.request))
-        except HandshakeError as error:
-            decision = handshake.reject(error)
-    if isinstance(decision, Accept):
-        return decision, handshake.accept(decision), handshake.trailing_data
-    return decision, decision.response, b""
-
-
-def _deliver(sock: socket.socket, decision: Decision, response: bytes, app: WebSocketApp, *,
+def _deliver(sock: socket.socket, decision: Decision | Served, app: WebSocketApp, *,
              trailing_data: bytes, address: Address | None,
              open_connections: MutableSet[WebSocket] | None = None) -> None:
     """Send the answer: refuse or serve a page and close, or accept and run the handler."""
     if isinstance(decision, Rejected):
         audit.log_rejected(client=address, error=decision.error, request=decision.request)
-        _send_and_close(sock, response)
+        _send_and_close(sock, decision.response)
     elif isinstance(decision, Served):
         audit.log_served(client=address, request=decision.request)
-        _send_and_close(sock, response)
+        _send_and_close(sock, decision.response)
     else:
-        serve_accepted(sock, decision, app, response=response, trailing_data=trailing_data,
-                       address=address, open_connections=open_connections)
+        serve_accepted(sock, decision, app, trailing_data=trailing_data, address=address,
+                       open_connections=open_connections)
 
 
-def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, response: bytes,
+def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *,
                    trailing_data: bytes = b"", address: Address | None = None,
                    open_connections: MutableSet[WebSocket] | None = None) -> None:
     """Send the 101, then run the route's handler on a :class:`WebSocket` until it ends.
@@ -214,7 +203,7 @@ def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *, re
         sock.settimeout(None)  # the connection keeps its own deadlines from here on
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames
-        sock.sendall(response)
+        sock.sendall(accept.response)
         audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
                            subprotocol=accept.subprotocol)
         ws = app.connection(sock, accept, trailing_data=trailing_data)

@@ -2,9 +2,11 @@
 
 :class:`WebSocketMiddleware` wraps any WSGI application. Requests for its WebSocket
 paths go through the same core as the socket server: the environ becomes an
-:class:`~wsauth_sync.core.request.UpgradeRequest`, is written back into head bytes and fed
-to the very :class:`~wsauth_sync.core.handshake.ServerHandshake` the threaded server uses,
-so statuses, headers and log lines are identical. Refusals are answered the WSGI way
+:class:`~wsauth_sync.core.request.UpgradeRequest` that the very
+:class:`~wsauth_sync.core.handshake.ServerHandshake` the threaded server uses checks as if
+it had read it (:meth:`~wsauth_sync.core.handshake.ServerHandshake.receive_request`) and
+decides on (:func:`~wsauth_sync.socket_shell.decide`), so statuses, headers and log lines
+are identical. Refusals are answered the WSGI way
 (``start_response``); an accepted request takes over the server's socket, writes the
 101 and runs the handler on the WSGI worker thread. Everything else passes through.
 
@@ -37,16 +39,18 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from .config import WebSocketApp
 from .core import audit
 from .core.errors import HandshakeError, NoSocketTakeover, WSAuthError
-from .core.handshake import Rejected, Served, ServerHandshake
+from .core.handshake import Rejected, ServerHandshake
 from .core.http11 import rejection_parts
 from .core.request import UNIX_PEER, Address, UpgradeRequest, environ_client, environ_path
 from .core.sources import QueryToken
-from .socket_shell import answer, decide_parsed, serve_accepted, take_buffered
+from .pages import Served
+from .socket_shell import decide, serve_accepted, take_buffered
 from .uwsgi_takeover import UWSGI_KEY, uwsgi_socket, uwsgi_unpatched, write_head
 
 logger = logging.getLogger("wsauth_sync")
@@ -119,8 +123,8 @@ class WebSocketMiddleware:
             request = UpgradeRequest.from_environ(environ, client=client)
         except HandshakeError as error:
             return self._refuse(handshake.reject(error), start_response, client)
-        decision, response, _ = answer(handshake, decide_parsed(handshake, request), deadline,
-                                       app=self.ws_app)
+        head = handshake.receive_request(request)
+        decision = decide(handshake, self.ws_app, deadline) if head is True else head
         if isinstance(decision, Rejected):
             return self._refuse(decision, start_response, client)
         if isinstance(decision, Served):
@@ -131,10 +135,10 @@ class WebSocketMiddleware:
         key, sock = takeover
         with contextlib.suppress(OSError):  # the client left before the 101: nothing to do
             if key == UWSGI_KEY:
-                write_head(start_response, response)  # uWSGI writes (and logs) the 101
-                response = b""
+                write_head(start_response, decision.response)  # uWSGI writes and logs it
+                decision = replace(decision, response=b"")
             sock.settimeout(None)  # the connection keeps its own deadlines from here on
-            serve_accepted(sock, decision, self.ws_app, response=response,
+            serve_accepted(sock, decision, self.ws_app,
                            trailing_data=_buffered_bytes(environ, key, sock),
                            address=request.client)
         return _end_request(environ, key, sock)

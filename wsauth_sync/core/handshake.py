@@ -1,324 +1,47 @@
-"""The core: one opening handshake request in, one decision out.
+"""The server side of one opening handshake, sans I/O: bytes (or a parsed request) in,
+a decision and the bytes that answer it out.
 
-:meth:`HandshakePolicy.decide` runs the checks in a fixed order, cheapest first, so a
-malformed or misdirected request never reaches the verifier (which may hit a database or
-a key server):
+A shell drives one :class:`ServerHandshake` per connection:
 
-1. the request is a WebSocket opening handshake for a served path (RFC 6455 §4.2.1);
-2. its Origin is on the allowlist, when there is one (RFC 6455 §10.2);
-3. the client is not over its failed-authentication budget (429);
-4. exactly one token is found in the configured sources (RFC 6750 §2);
-5. the token passes a size bound, then the verifier;
-6. a subprotocol is selected from those the client offered, never the token entry.
+1. :meth:`~ServerHandshake.receive_head` with what it read, until the head is whole
+   (:mod:`.http11` parses and bounds it); or :meth:`~ServerHandshake.receive_request` with
+   a head another server parsed (a WSGI environ), which gets the same checks;
+2. :meth:`~ServerHandshake.decide`: the policy's checks and the verifier
+   (:mod:`.policy`), then the shell's own admission (caps, its deadline);
+3. the outcome carries its response: the ``101`` of an :class:`Accept`, or the refusal of
+   a :class:`Rejected`. The shell writes it, logs (:mod:`.audit`), and runs the handler or
+   closes.
 
-It returns an :class:`Accept` or raises a :class:`~wsauth_sync.core.errors.HandshakeError`
-that already knows its HTTP answer. Nothing here does I/O or touches threads.
+The shell owns the clock: when its deadline passes it calls :meth:`~ServerHandshake.reject`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal, Union
 
-from .errors import (
-    BadRequest,
-    ConfigurationError,
-    HandshakeError,
-    HTTPVersionNotSupported,
-    InsufficientScope,
-    InvalidToken,
-    MethodNotAllowed,
-    NotFound,
-    ServiceUnavailable,
-    UnsupportedVersion,
-    UpgradeRequired,
+from .checks import check_upgrade
+from .errors import BadRequest, HandshakeError
+from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, RequestReader
+from .policy import (
+    DEFAULT_MAX_TOKEN_LENGTH,
+    DEFAULT_SOURCES,
+    Accept,
+    FailureLimiter,
+    HandshakePolicy,
 )
-from .http11 import DEFAULT_HEAD_LIMITS, HeadLimits, Page, RequestReader
-from .origin import check_origin, client_ip, origin_allowlist, trusted_proxy_set
-from .request import Address, UpgradeRequest, comma_list
-from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
-from .verifiers import Identity, Verifier
+from .request import Address, UpgradeRequest
 
-logger = logging.getLogger("wsauth_sync")
+# The core's whole decision path is importable from here (and from its old home,
+# ``wsauth_sync.handshake``): the policy and its checks live in their own modules.
+__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "DEFAULT_SOURCES", "Accept", "Admit", "Decision",
+           "FailureLimiter", "HandshakePolicy", "Rejected", "ServerHandshake",
+           "check_upgrade"]
 
-#: Bearer header and subprotocol: the sources that keep tokens out of URLs. Query and
-#: cookie tokens are opt-in (URLs are logged; cookies need an Origin allowlist).
-DEFAULT_SOURCES: tuple[TokenSource, ...] = (BearerToken(), SubprotocolToken())
-
-#: Longest token handed to a verifier; it fits inside one 8 KiB header line.
-DEFAULT_MAX_TOKEN_LENGTH = 8 * 1024
-
-
-@dataclass(frozen=True)
-class Accept:
-    """A handshake that may proceed to ``101 Switching Protocols``.
-
-    Attributes:
-        request: the request with every credential redacted; safe to store and log.
-        identity: what the verifier established, with ``source`` filled in.
-        subprotocol: the value for ``Sec-WebSocket-Protocol``, or None for no header.
-        key: the client's ``Sec-WebSocket-Key`` (a nonce, not a secret).
-    """
-
-    request: UpgradeRequest
-    identity: Identity
-    subprotocol: str | None
-    key: str
-
-
-def check_upgrade(request: UpgradeRequest, *, paths: Collection[str]) -> str:
-    """Check that ``request`` is a WebSocket opening handshake for a served path.
-
-    Returns:
-        The validated ``Sec-WebSocket-Key``.
-
-    Raises:
-        MethodNotAllowed: not GET (405, ``Allow: GET``).
-        HTTPVersionNotSupported: HTTP/1.0 (505).
-        BadRequest: Host, key, version header or body problems, one of these headers
-            repeated, on two lines or joined by a comma (400).
-        NotFound: the path is not served (404).
-        UpgradeRequired: no ``Upgrade: websocket`` / ``Connection: upgrade`` (426).
-        UnsupportedVersion: ``Sec-WebSocket-Version`` other than 13 (426).
-    """
-    if request.method != "GET":
-        raise MethodNotAllowed("method_not_allowed")
-    if request.http_version != "1.1":
-        raise HTTPVersionNotSupported("http_version_not_supported")
-    # Host, the key and the version are single values whose grammar has no comma
-    # (RFC 9110 §7.2, RFC 6455 §4.2.1 and §11.3.1/§11.3.5): a comma means the header was
-    # repeated and a WSGI server joined the copies (RFC 9110 §5.3), so it is refused as a
-    # duplicate, as the socket server refuses two lines. A legitimate Host has no comma.
-    host = request.get_unlisted("host")
-    if host is None or not _valid_host(host):
-        raise BadRequest("bad_host")
-    if request.path not in paths:
-        raise NotFound("unknown_path")
-    if "websocket" not in (token.lower() for token in comma_list(request.get_all("upgrade"))):
-        raise UpgradeRequired("not_websocket_upgrade")
-    if "upgrade" not in (token.lower() for token in comma_list(request.get_all("connection"))):
-        raise UpgradeRequired("no_connection_upgrade")
-    key = request.get_unlisted("sec-websocket-key")
-    if key is None:
-        raise BadRequest("missing_key")
-    if not _valid_key(key):
-        raise BadRequest("bad_key")
-    versions = request.get_all("sec-websocket-version")
-    if not versions:
-        raise BadRequest("missing_version")
-    # A client sends one version (RFC 6455 §4.2.1 item 6); only the server's 426 lists
-    # several, so "13, 8" is two headers joined, not a list to pick from.
-    if len(versions) > 1 or "," in versions[0]:
-        raise BadRequest("duplicate_version")
-    if versions[0].strip() != "13":
-        raise UnsupportedVersion("unsupported_version")
-    if request.declares_body:
-        raise BadRequest("request_body")
-    return key
-
-
-def _valid_key(key: str) -> bool:
-    # RFC 6455 §4.2.1 item 5: base64 of 16 bytes. Padding bits are not required to be
-    # zero (browsers' keys always are, the WHATWG example is not).
-    try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except (binascii.Error, ValueError):
-        return False
-
-
-def _valid_host(host: str) -> bool:
-    # Host names with "xn--" labels must be valid IDNA; a bad one once crashed wsproto.
-    if not host or "xn--" not in host.lower():
-        return bool(host)
-    try:
-        host.encode("ascii").decode("idna")
-    except UnicodeError:
-        return False
-    return True
-
-
-class FailureLimiter(Protocol):
-    """Budget of failed authentications per client (see :mod:`wsauth_sync.guards`)."""
-
-    def check(self, client: str) -> None:
-        """Raise :class:`~wsauth_sync.core.errors.TooManyRequests` when over budget."""
-
-    def failed(self, client: str) -> None:
-        """Record one failed authentication."""
-
-
-class HandshakePolicy:
-    """Everything the core needs to decide on a handshake, validated once.
-
-    Args:
-        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.core.verifiers`).
-        paths: request paths that serve WebSockets; others get 404.
-        sources: where tokens may travel, see :mod:`wsauth_sync.core.sources`.
-        subprotocols: application subprotocols the handlers speak, preferred first.
-        realm: the ``realm`` of ``WWW-Authenticate`` challenges.
-        max_token_length: longer tokens get 401 without reaching the verifier.
-        allowed_origins: exact ``scheme://host[:port]`` values browsers may connect
-            from; None means no Origin check (non-browser clients, or tokens that a
-            foreign page cannot obtain).
-        allow_missing_origin: with an allowlist, also accept requests without Origin
-            (non-browser clients); off by default.
-        limiter: failed-authentication budget per client IP (429 beyond it).
-        trusted_proxies: peer IP addresses whose ``X-Forwarded-For`` names the client;
-            ``"unix"`` trusts the peer of a Unix-domain socket. Without a client
-            address the limiter is skipped for that request (logged once).
-        required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
-        pages: ``{path: Page}`` answered to plain (non-upgrade) GET requests.
-
-    Raises:
-        ConfigurationError: no paths, no sources, a bad limit, a malformed origin or
-            trusted proxy, or a cookie source without an Origin allowlist (cross-site
-            WebSocket hijacking).
-    """
-
-    def __init__(
-        self,
-        *,
-        verifier: Verifier,
-        paths: Collection[str] = ("/ws",),
-        sources: Sequence[TokenSource] = DEFAULT_SOURCES,
-        subprotocols: Sequence[str] = (),
-        realm: str = "wsauth",
-        max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
-        allowed_origins: Collection[str] | None = None,
-        allow_missing_origin: bool = False,
-        limiter: FailureLimiter | None = None,
-        trusted_proxies: Collection[str] = (),
-        required_scopes: Mapping[str, Collection[str]] | None = None,
-        pages: Mapping[str, Page] | None = None,
-    ) -> None:
-        if not paths or any(not path.startswith("/") for path in paths):
-            raise ConfigurationError("paths must be non-empty and start with '/'")
-        if not sources:
-            raise ConfigurationError("at least one token source is needed")
-        if max_token_length < 1:
-            raise ConfigurationError("max_token_length must be positive")
-        if '"' in realm or "\\" in realm:
-            raise ConfigurationError("realm must not contain quotes or backslashes")
-        self.allowed_origins = origin_allowlist(allowed_origins)
-        if self.allowed_origins is None and any(isinstance(s, CookieToken) for s in sources):
-            # Browsers attach cookies to cross-site WebSocket handshakes (OWASP CSWSH).
-            raise ConfigurationError("a cookie token source needs allowed_origins")
-        self.allow_missing_origin = allow_missing_origin
-        self.limiter = limiter
-        self.trusted_proxies = trusted_proxy_set(trusted_proxies)
-        self._warned_unknown_client = False
-        self.pages = dict(pages or {})
-        self.required_scopes = {path: frozenset(scopes)
-                                for path, scopes in (required_scopes or {}).items()}
-        if any('"' in scope or "\\" in scope or " " in scope
-               for scopes in self.required_scopes.values() for scope in scopes):
-            raise ConfigurationError("scopes are single words without quotes")
-        self.verifier = verifier
-        self.paths = frozenset(paths)
-        self.sources = tuple(sources)
-        self.subprotocols = tuple(subprotocols)
-        self.realm = realm
-        self.max_token_length = max_token_length
-
-    def page_for(self, request: UpgradeRequest) -> Page | None:
-        """The page to serve instead of a handshake: a plain GET for a page's path."""
-        page = self.pages.get(request.path)
-        if page is None or request.method != "GET" or request.get_all("upgrade"):
-            return None
-        return page
-
-    def decide(self, request: UpgradeRequest) -> Accept:
-        """Decide on one opening handshake.
-
-        Raises:
-            HandshakeError: the request is refused; the error carries the response.
-        """
-        key = check_upgrade(request, paths=self.paths)
-        check_origin(request, allowed=self.allowed_origins,
-                     allow_missing=self.allow_missing_origin)
-        client = client_ip(request, self.trusted_proxies)
-        limiter = self._limiter_for(client)
-        if limiter is not None and client is not None:
-            limiter.check(client)
-        try:
-            return self._authenticate(request, key)
-        except HandshakeError as exc:
-            if exc.failed_authentication and limiter is not None and client is not None:
-                limiter.failed(client)
-            raise
-
-    def _limiter_for(self, client: str | None) -> FailureLimiter | None:
-        # With no client address (a Unix-socket peer not declared a trusted proxy, say)
-        # one shared bucket would let one client's failures lock out everyone with 429:
-        # such requests skip the limiter, and the operator is told once how to fix it.
-        if client is not None or self.limiter is None:
-            return self.limiter
-        if not self._warned_unknown_client:
-            self._warned_unknown_client = True
-            logger.warning("client address unknown (a Unix-socket peer not in "
-                           "trusted_proxies, or no peer address): the failed-authentication "
-                           "limiter is skipped for such requests; behind a proxy on a Unix "
-                           "socket set trusted_proxies=['unix'] and forward X-Forwarded-For")
-        return None
-
-    def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
-        found = find_token(request, self.sources)
-        name = found.source.name
-        safe = request.redacted()
-        for source in self.sources:
-            safe = source.redact(safe)
-        subprotocol = self._select_subprotocol(safe.subprotocols,
-                                               found.source.response_subprotocol(request))
-        if isinstance(found.source, SubprotocolToken) and subprotocol is None:
-            # Browsers fail a handshake that offered subprotocols but selected none.
-            raise BadRequest("no_subprotocol_to_select", source=name)
-        if not found.value:
-            raise InvalidToken("empty_token", source=name)
-        if len(found.value) > self.max_token_length:
-            raise InvalidToken("token_too_long", source=name)
-        identity = self._verify(found.value, name)
-        needed = self.required_scopes.get(request.path, frozenset())
-        if not needed <= identity.scopes:
-            raise InsufficientScope("insufficient_scope", scopes=tuple(sorted(needed)),
-                                    source=name, detail=identity.subject)
-        return Accept(request=safe, identity=replace(identity, source=name),
-                      subprotocol=subprotocol, key=key)
-
-    def _select_subprotocol(self, offered: Sequence[str], carrier: str | None) -> str | None:
-        # RFC 6455 §4.2.2: at most one value, and only one the client offered; the
-        # offered list here has the token entries already removed.
-        for protocol in self.subprotocols:
-            if protocol in offered:
-                return protocol
-        return carrier
-
-    def _verify(self, token: str, source: str) -> Identity:
-        try:
-            identity = self.verifier(token)
-        except HandshakeError as exc:
-            exc.source = source
-            raise
-        except Exception as exc:  # noqa: BLE001 - any verifier failure must fail closed
-            # The exception text may quote the token: keep only its type.
-            raise ServiceUnavailable("verifier_error", source=source,
-                                     detail=type(exc).__name__) from None
-        if not isinstance(identity, Identity):
-            raise ServiceUnavailable("verifier_error", source=source,
-                                     detail=f"returned {type(identity).__name__}")
-        return identity
-
-
-@dataclass(frozen=True)
-class Served:
-    """Outcome: a plain GET for a page; send ``response``, then close."""
-
-    page: Page
-    response: bytes
-    request: UpgradeRequest
+#: Called with an :class:`Accept` before its 101 is written; raising a HandshakeError
+#: turns it into that refusal (a cap reached, a deadline passed).
+Admit = Callable[[Accept], None]
 
 
 @dataclass(frozen=True)
@@ -348,13 +71,13 @@ class ServerHandshake:
         self._reader = RequestReader(limits=limits, client=client)
         self._request: UpgradeRequest | None = None
 
-    def receive_data(self, data: bytes) -> Accept | Rejected | Served | None:
+    def receive_data(self, data: bytes, *, admit: Admit | None = None) -> Decision | None:
         """Feed bytes (``b""`` at end of stream); None means "need more".
 
         The same as :meth:`receive_head` followed by :meth:`decide` once the head is whole.
         """
         head = self.receive_head(data)
-        return self.decide() if head is True else head
+        return self.decide(admit=admit) if head is True else head
 
     def receive_head(self, data: bytes) -> Literal[True] | Rejected | None:
         """Parse only: True once the head is whole, a refusal if it is malformed or too
@@ -377,22 +100,43 @@ class ServerHandshake:
             return self.reject(error)
         return True
 
-    def decide(self) -> Accept | Rejected | Served:
-        """Decide on the head :meth:`receive_head` completed (this may call the verifier)."""
+    @property
+    def request(self) -> UpgradeRequest | None:
+        """The parsed request (not redacted: for the shell's routing only), once whole."""
+        return self._request
+
+    def decide(self, *, admit: Admit | None = None) -> Decision:
+        """Decide on the whole head (this may call the verifier).
+
+        Args:
+            admit: the shell's last word on an accepted handshake, before its 101 is
+                written: it raises a HandshakeError to refuse (caps, deadlines).
+
+        Returns:
+            An :class:`Accept` whose ``response`` is the 101, or a :class:`Rejected`.
+        """
         request = self._request
         if request is None:
             return self.reject(BadRequest("incomplete_request"))
         try:
-            page = self.policy.page_for(request)
-            if page is not None:
-                return Served(page, self._reader.page(page), request.redacted())
-            return self.policy.decide(request)
+            accept = self.policy.decide(request)
+            if admit is not None:
+                admit(accept)
         except HandshakeError as error:
             return self.reject(error)
+        response = self._reader.accept(key=accept.key, subprotocol=accept.subprotocol)
+        return replace(accept, response=response)
 
     def accept(self, accept: Accept) -> bytes:
-        """The ``101 Switching Protocols`` response for an accepted handshake."""
-        return self._reader.accept(key=accept.key, subprotocol=accept.subprotocol)
+        """The ``101 Switching Protocols`` of ``accept`` (its ``response``, once decided)."""
+        return accept.response or self._reader.accept(key=accept.key,
+                                                      subprotocol=accept.subprotocol)
+
+    def respond(self, status: int, reason: str, headers: list[tuple[str, str]],
+                body: bytes) -> bytes:
+        """Any other complete response to this request (a page a shell serves for a
+        plain GET, say), framed by h11 like the rest; the connection closes after it."""
+        return self._reader.respond(status, reason, headers, body)
 
     @property
     def trailing_data(self) -> bytes:
@@ -403,3 +147,7 @@ class ServerHandshake:
         """Refuse this handshake with ``error``."""
         request = self._request.redacted() if self._request is not None else None
         return Rejected(error, self._reader.reject(error, realm=self.policy.realm), request)
+
+
+#: What :meth:`ServerHandshake.decide` returns; each carries the bytes that answer it.
+Decision = Union[Accept, Rejected]  # noqa: UP007 - a runtime alias: "|" needs 3.10

@@ -47,18 +47,6 @@ _RESPONSES: dict[tuple[object, ...], bytes] = {}
 _MAX_CACHED_RESPONSES = 512
 
 
-@dataclass(frozen=True)
-class Page:
-    """A small static resource served for a plain GET (a demo page next to the socket)."""
-
-    body: bytes
-    content_type: str = "text/html; charset=utf-8"
-
-    def headers(self) -> list[tuple[str, str]]:
-        return [("Content-Type", self.content_type), ("Content-Length", str(len(self.body))),
-                ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                ("Connection", "close")]
-
 class RequestReader:
     """Parse one opening handshake request from raw bytes, with bounds.
 
@@ -199,11 +187,13 @@ class RequestReader:
             status_code=101, headers=headers, reason=b"Switching Protocols")
         return self._h11.send(event) or b""
 
-    def page(self, page: Page) -> bytes:
-        """``200 OK`` with ``page``; the connection closes after it."""
-        response = h11.Response(status_code=200, headers=page.headers(), reason=b"OK")
+    def respond(self, status: int, reason: str, headers: list[tuple[str, str]],
+                body: bytes) -> bytes:
+        """A complete response with ``body``; the connection closes after it."""
+        response = h11.Response(status_code=status, headers=headers,
+                                reason=reason.encode("ascii"))
         return b"".join(self._h11.send(event) or b""
-                        for event in (response, h11.Data(data=page.body), h11.EndOfMessage()))
+                        for event in (response, h11.Data(data=body), h11.EndOfMessage()))
 
     def reject(self, error: HandshakeError, *, realm: str = "wsauth") -> bytes:
         """A complete error response: status, required headers, a short generic body.

@@ -1,0 +1,228 @@
+"""The authentication policy: one parsed request in, an :class:`Accept` or an error out.
+
+:meth:`HandshakePolicy.decide` runs the checks in a fixed order, cheapest first, so a
+malformed or misdirected request never reaches the verifier (which may hit a database or
+a key server):
+
+1. the request is a WebSocket opening handshake for a served path (RFC 6455 §4.2.1);
+2. its Origin is on the allowlist, when there is one (RFC 6455 §10.2);
+3. the client is not over its failed-authentication budget (429);
+4. exactly one token is found in the configured sources (RFC 6750 §2);
+5. the token passes a size bound, then the verifier;
+6. a subprotocol is selected from those the client offered, never the token entry.
+
+It returns an :class:`Accept` or raises a :class:`~wsauth_sync.core.errors.HandshakeError`
+that already knows its HTTP answer. Nothing here does I/O or touches threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from .checks import check_upgrade
+from .errors import (
+    BadRequest,
+    ConfigurationError,
+    HandshakeError,
+    InsufficientScope,
+    InvalidToken,
+    ServiceUnavailable,
+)
+from .origin import check_origin, client_ip, origin_allowlist, trusted_proxy_set
+from .request import UpgradeRequest
+from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
+from .verifiers import Identity, Verifier
+
+logger = logging.getLogger("wsauth_sync")
+
+#: Bearer header and subprotocol: the sources that keep tokens out of URLs. Query and
+#: cookie tokens are opt-in (URLs are logged; cookies need an Origin allowlist).
+DEFAULT_SOURCES: tuple[TokenSource, ...] = (BearerToken(), SubprotocolToken())
+
+#: Longest token handed to a verifier; it fits inside one 8 KiB header line.
+DEFAULT_MAX_TOKEN_LENGTH = 8 * 1024
+
+
+@dataclass(frozen=True)
+class Accept:
+    """A handshake that may proceed to ``101 Switching Protocols``.
+
+    Attributes:
+        request: the request with every credential redacted; safe to store and log.
+        identity: what the verifier established, with ``source`` filled in.
+        subprotocol: the value for ``Sec-WebSocket-Protocol``, or None for no header.
+        key: the client's ``Sec-WebSocket-Key`` (a nonce, not a secret).
+        response: the ``101 Switching Protocols`` bytes, filled in by
+            :meth:`~wsauth_sync.core.handshake.ServerHandshake.decide` (empty from
+            :meth:`HandshakePolicy.decide` alone, which renders nothing).
+    """
+
+    request: UpgradeRequest
+    identity: Identity
+    subprotocol: str | None
+    key: str
+    response: bytes = b""
+
+
+class FailureLimiter(Protocol):
+    """Budget of failed authentications per client (see :mod:`wsauth_sync.guards`)."""
+
+    def check(self, client: str) -> None:
+        """Raise :class:`~wsauth_sync.core.errors.TooManyRequests` when over budget."""
+
+    def failed(self, client: str) -> None:
+        """Record one failed authentication."""
+
+
+class HandshakePolicy:
+    """Everything the core needs to decide on a handshake, validated once.
+
+    Args:
+        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.core.verifiers`).
+        paths: request paths that serve WebSockets; others get 404.
+        sources: where tokens may travel, see :mod:`wsauth_sync.core.sources`.
+        subprotocols: application subprotocols the handlers speak, preferred first.
+        realm: the ``realm`` of ``WWW-Authenticate`` challenges.
+        max_token_length: longer tokens get 401 without reaching the verifier.
+        allowed_origins: exact ``scheme://host[:port]`` values browsers may connect
+            from; None means no Origin check (non-browser clients, or tokens that a
+            foreign page cannot obtain).
+        allow_missing_origin: with an allowlist, also accept requests without Origin
+            (non-browser clients); off by default.
+        limiter: failed-authentication budget per client IP (429 beyond it).
+        trusted_proxies: peer IP addresses whose ``X-Forwarded-For`` names the client;
+            ``"unix"`` trusts the peer of a Unix-domain socket. Without a client
+            address the limiter is skipped for that request (logged once).
+        required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
+
+    Raises:
+        ConfigurationError: no paths, no sources, a bad limit, a malformed origin or
+            trusted proxy, or a cookie source without an Origin allowlist (cross-site
+            WebSocket hijacking).
+    """
+
+    def __init__(
+        self,
+        *,
+        verifier: Verifier,
+        paths: Collection[str] = ("/ws",),
+        sources: Sequence[TokenSource] = DEFAULT_SOURCES,
+        subprotocols: Sequence[str] = (),
+        realm: str = "wsauth",
+        max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        allowed_origins: Collection[str] | None = None,
+        allow_missing_origin: bool = False,
+        limiter: FailureLimiter | None = None,
+        trusted_proxies: Collection[str] = (),
+        required_scopes: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        if not paths or any(not path.startswith("/") for path in paths):
+            raise ConfigurationError("paths must be non-empty and start with '/'")
+        if not sources:
+            raise ConfigurationError("at least one token source is needed")
+        if max_token_length < 1:
+            raise ConfigurationError("max_token_length must be positive")
+        if '"' in realm or "\\" in realm:
+            raise ConfigurationError("realm must not contain quotes or backslashes")
+        self.allowed_origins = origin_allowlist(allowed_origins)
+        if self.allowed_origins is None and any(isinstance(s, CookieToken) for s in sources):
+            # Browsers attach cookies to cross-site WebSocket handshakes (OWASP CSWSH).
+            raise ConfigurationError("a cookie token source needs allowed_origins")
+        self.allow_missing_origin = allow_missing_origin
+        self.limiter = limiter
+        self.trusted_proxies = trusted_proxy_set(trusted_proxies)
+        self._warned_unknown_client = False
+        self.required_scopes = {path: frozenset(scopes)
+                                for path, scopes in (required_scopes or {}).items()}
+        if any('"' in scope or "\\" in scope or " " in scope
+               for scopes in self.required_scopes.values() for scope in scopes):
+            raise ConfigurationError("scopes are single words without quotes")
+        self.verifier = verifier
+        self.paths = frozenset(paths)
+        self.sources = tuple(sources)
+        self.subprotocols = tuple(subprotocols)
+        self.realm = realm
+        self.max_token_length = max_token_length
+
+    def decide(self, request: UpgradeRequest) -> Accept:
+        """Decide on one opening handshake.
+
+        Raises:
+            HandshakeError: the request is refused; the error carries the response.
+        """
+        key = check_upgrade(request, paths=self.paths)
+        check_origin(request, allowed=self.allowed_origins,
+                     allow_missing=self.allow_missing_origin)
+        client = client_ip(request, self.trusted_proxies)
+        limiter = self._limiter_for(client)
+        if limiter is not None and client is not None:
+            limiter.check(client)
+        try:
+            return self._authenticate(request, key)
+        except HandshakeError as exc:
+            if exc.failed_authentication and limiter is not None and client is not None:
+                limiter.failed(client)
+            raise
+
+    def _limiter_for(self, client: str | None) -> FailureLimiter | None:
+        # With no client address (a Unix-socket peer not declared a trusted proxy, say)
+        # one shared bucket would let one client's failures lock out everyone with 429:
+        # such requests skip the limiter, and the operator is told once how to fix it.
+        if client is not None or self.limiter is None:
+            return self.limiter
+        if not self._warned_unknown_client:
+            self._warned_unknown_client = True
+            logger.warning("client address unknown (a Unix-socket peer not in "
+                           "trusted_proxies, or no peer address): the failed-authentication "
+                           "limiter is skipped for such requests; behind a proxy on a Unix "
+                           "socket set trusted_proxies=['unix'] and forward X-Forwarded-For")
+        return None
+
+    def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
+        found = find_token(request, self.sources)
+        name = found.source.name
+        safe = request.redacted()
+        for source in self.sources:
+            safe = source.redact(safe)
+        subprotocol = self._select_subprotocol(safe.subprotocols,
+                                               found.source.response_subprotocol(request))
+        if isinstance(found.source, SubprotocolToken) and subprotocol is None:
+            # Browsers fail a handshake that offered subprotocols but selected none.
+            raise BadRequest("no_subprotocol_to_select", source=name)
+        if not found.value:
+            raise InvalidToken("empty_token", source=name)
+        if len(found.value) > self.max_token_length:
+            raise InvalidToken("token_too_long", source=name)
+        identity = self._verify(found.value, name)
+        needed = self.required_scopes.get(request.path, frozenset())
+        if not needed <= identity.scopes:
+            raise InsufficientScope("insufficient_scope", scopes=tuple(sorted(needed)),
+                                    source=name, detail=identity.subject)
+        return Accept(request=safe, identity=replace(identity, source=name),
+                      subprotocol=subprotocol, key=key)
+
+    def _select_subprotocol(self, offered: Sequence[str], carrier: str | None) -> str | None:
+        # RFC 6455 §4.2.2: at most one value, and only one the client offered; the
+        # offered list here has the token entries already removed.
+        for protocol in self.subprotocols:
+            if protocol in offered:
+                return protocol
+        return carrier
+
+    def _verify(self, token: str, source: str) -> Identity:
+        try:
+            identity = self.verifier(token)
+        except HandshakeError as exc:
+            exc.source = source
+            raise
+        except Exception as exc:  # noqa: BLE001 - any verifier failure must fail closed
+            # The exception text may quote the token: keep only its type.
+            raise ServiceUnavailable("verifier_error", source=source,
+                                     detail=type(exc).__name__) from None
+        if not isinstance(identity, Identity):
+            raise ServiceUnavailable("verifier_error", source=source,
+                                     detail=f"returned {type(identity).__name__}")
+        return identity
