@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wsauth_sync"
 SANS_IO = sorted({f"core.{p.stem}" for p in (PACKAGE / "core").glob("*.py")
-                  if p.stem != "__init__"} | {"messages", "keepalive"})
+                  if p.stem != "__init__"} | {"messages", "keepalive", "limits"})
 #: Standard modules that do I/O, wait, or read a clock: never in the core's closure.
 IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "asyncio", "socketserver",
               "time", "urllib.request", "http.client", "subprocess", "multiprocessing"}

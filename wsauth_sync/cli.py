@@ -20,8 +20,8 @@ from . import __version__
 from .cli_echo import SOURCES, run_echo
 from .cli_keys import ENV_KEYS_DB, run_keys
 from .config import DEFAULT_HANDSHAKE_TIMEOUT
-from .connection import DEFAULT_MAX_MESSAGE_SIZE
 from .core.origin import normalize_origin
+from .limits import DEFAULT_MAX_MESSAGE_SIZE
 
 DESCRIPTION = "Authenticated WebSocket echo server and API-key tool (wsauth_sync)."
 SECRETS_NOTE = ("Secrets given on the command line are visible to every local user in the "

@@ -14,6 +14,7 @@ the shared timer thread never waits on a connection at all.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -39,22 +40,12 @@ from .core.handshake import Accept
 from .core.request import UpgradeRequest
 from .core.verifiers import Identity
 from .keepalive import Keepalive
+from .limits import DEFAULT_LIMITS, ConnectionLimits
 from .messages import Data, MessageAssembler, MessageTooBig
 from .timers import TIMERS
 from .transport import Outbox, open_transport
 from .transport import wait_readable as wait_readable  # for the handshake's reads
 
-#: Largest message accepted by default (websockets uses the same): 1 MiB.
-DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-#: How long to wait for the peer's Close after sending ours (RFC 6455 §7.1.1).
-DEFAULT_CLOSE_TIMEOUT = 10.0
-#: Frames one message may span (RFC 6455 §10.4: floods of tiny fragments).
-DEFAULT_MAX_FRAGMENTS = 1024
-#: Keepalive: ping this often, give up (1011) if the Pong is not back this long after.
-DEFAULT_PING_INTERVAL = 20.0
-DEFAULT_PING_TIMEOUT = 20.0
-#: A send during which the peer takes no data for this long fails the connection.
-DEFAULT_SEND_TIMEOUT = 10.0
 # recv() allocates its whole buffer while it waits, so an idle connection should ask for
 # little; a read that fills the buffer means bulk data, and the next read asks for more.
 _MIN_READ = 1024
@@ -77,38 +68,33 @@ class WebSocket:
         sock: the connected socket, right after the 101 response was sent.
         accept: the core's decision: identity, subprotocol, redacted request.
         trailing_data: bytes that arrived with the request head (eager frames).
-        max_message_size: bytes per message, across fragments; more closes with 1009.
-        max_fragments: frames per message; more closes with 1009.
-        close_timeout: seconds to wait for the peer's Close before dropping TCP.
-        ping_interval: seconds between keepalive Pings; None disables keepalive.
-        ping_timeout: seconds to wait for the Pong answering a Ping; then close 1011.
-        send_timeout: seconds a send may wait with the peer taking no data; then TCP is
-            dropped, the send raises ConnectionClosed (1006).
-        idle_timeout: seconds without a message from the peer before closing with
-            1001; None (the default) never.
+        limits: sizes and timeouts (:class:`~wsauth_sync.limits.ConnectionLimits`);
+            its ``close_on_expiry`` is the caller's to apply through ``expires_at``.
         expires_at: Unix time at which the credential expires: the connection is
             closed with 1008 then (see :attr:`Identity.expires_at`).
+        **options: fields of ``ConnectionLimits`` as keywords (the form of 0.1).
     """
 
     def __init__(self, sock: socket.socket, *, accept: Accept, trailing_data: bytes = b"",
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_fragments: int = DEFAULT_MAX_FRAGMENTS,
-                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-                 ping_interval: float | None = DEFAULT_PING_INTERVAL,
-                 ping_timeout: float = DEFAULT_PING_TIMEOUT,
-                 send_timeout: float = DEFAULT_SEND_TIMEOUT,
-                 idle_timeout: float | None = None,
-                 expires_at: float | None = None) -> None:
+                 limits: ConnectionLimits = DEFAULT_LIMITS,
+                 expires_at: float | None = None, **options: Any) -> None:
+        limits = ConnectionLimits.from_options(limits, options)
+        unknown = set(options) - {field.name for field in dataclasses.fields(limits)}
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        max_message_size, max_fragments = limits.max_message_size, limits.max_fragments
+        ping_interval, ping_timeout = limits.ping_interval, limits.ping_timeout
         self._io = open_transport(sock)
         self._out = Outbox(self._io)
         self._accept = accept
+        self.limits = limits
         self.max_message_size = max_message_size
         self.max_fragments = max_fragments
-        self.close_timeout = close_timeout
+        self.close_timeout = limits.close_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.send_timeout = send_timeout
-        self.idle_timeout = idle_timeout
+        self.send_timeout = limits.send_timeout
+        self.idle_timeout = limits.idle_timeout
         now = time.monotonic()
         self._keepalive = None if ping_interval is None else Keepalive(
             interval=ping_interval, timeout=ping_timeout, now=now)

@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import logging
 import selectors
+import signal
 import socket
 import ssl
 import threading
@@ -87,6 +88,8 @@ class WebSocketServer:
         self._listener.setblocking(False)
         _warn_if_exposed(app, host, tls=ssl_context is not None)
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # signal.set_wakeup_fd needs it
         self._lock = threading.Lock()
         self._workers = WorkerPool()
         self._active = 0  # connections being decided or served (threads)
@@ -117,18 +120,35 @@ class WebSocketServer:
                 exempt=self.app.policy.trusted_proxies, ssl_context=self.ssl_context)
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
+            previous = self._wake_on_signals()
             try:
                 while not self._stopping.is_set():
                     for key, _ in selector.select(pending.time_left(time.monotonic())):
                         self._on_event(key)
                     pending.expire(time.monotonic())
             finally:
+                if previous is not None:
+                    signal.set_wakeup_fd(previous)
                 pending.close_all()
+
+    def _wake_on_signals(self) -> int | None:
+        """In the main thread, have signals wake the selector; the previous wakeup fd.
+
+        A signal the kernel delivers to another thread does not interrupt the main
+        thread's wait, and Python runs handlers (Ctrl-C, the CLI's SIGTERM) only in the
+        main thread: with nothing pending the loop could sleep through it for good.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
 
     def _on_event(self, key: selectors.SelectorKey) -> None:
         try:
             if key.fileobj is self._listener:
                 self._accept_some()
+            elif key.fileobj is self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(64)  # a signal's byte: its handler runs on return
             elif key.data is not None:
                 assert self._pending is not None
                 self._pending.advance(key.data)

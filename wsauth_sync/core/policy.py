@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from .checks import check_upgrade
 from .errors import (
@@ -77,75 +77,116 @@ class FailureLimiter(Protocol):
         """Record one failed authentication."""
 
 
-class HandshakePolicy:
-    """Everything the core needs to decide on a handshake, validated once.
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where tokens travel and who may present them: one frozen value, documented here.
 
-    Args:
-        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.core.verifiers`).
-        paths: request paths that serve WebSockets; others get 404.
-        sources: where tokens may travel, see :mod:`wsauth_sync.core.sources`.
+    Attributes:
+        sources: where tokens may travel, see :mod:`wsauth_sync.core.sources` (default:
+            the bearer header and the subprotocol, which keep tokens out of URLs).
         subprotocols: application subprotocols the handlers speak, preferred first.
         realm: the ``realm`` of ``WWW-Authenticate`` challenges.
         max_token_length: longer tokens get 401 without reaching the verifier.
         allowed_origins: exact ``scheme://host[:port]`` values browsers may connect
             from; None means no Origin check (non-browser clients, or tokens that a
-            foreign page cannot obtain).
+            foreign page cannot obtain). Required with a cookie source.
         allow_missing_origin: with an allowlist, also accept requests without Origin
             (non-browser clients); off by default.
-        limiter: failed-authentication budget per client IP (429 beyond it).
         trusted_proxies: peer IP addresses whose ``X-Forwarded-For`` names the client;
             ``"unix"`` trusts the peer of a Unix-domain socket. Without a client
             address the limiter is skipped for that request (logged once).
         required_scopes: ``{path: scopes}`` the credential must all hold (403 otherwise).
 
     Raises:
-        ConfigurationError: no paths, no sources, a bad limit, a malformed origin or
-            trusted proxy, or a cookie source without an Origin allowlist (cross-site
-            WebSocket hijacking).
+        ConfigurationError: no sources, a bad limit, a malformed origin or trusted proxy,
+            or a cookie source without an Origin allowlist (cross-site WebSocket hijacking).
     """
 
-    def __init__(
-        self,
-        *,
-        verifier: Verifier,
-        paths: Collection[str] = ("/ws",),
-        sources: Sequence[TokenSource] = DEFAULT_SOURCES,
-        subprotocols: Sequence[str] = (),
-        realm: str = "wsauth",
-        max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
-        allowed_origins: Collection[str] | None = None,
-        allow_missing_origin: bool = False,
-        limiter: FailureLimiter | None = None,
-        trusted_proxies: Collection[str] = (),
-        required_scopes: Mapping[str, Collection[str]] | None = None,
-    ) -> None:
-        if not paths or any(not path.startswith("/") for path in paths):
-            raise ConfigurationError("paths must be non-empty and start with '/'")
-        if not sources:
+    sources: Sequence[TokenSource] = DEFAULT_SOURCES
+    subprotocols: Sequence[str] = ()
+    realm: str = "wsauth"
+    max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH
+    allowed_origins: Collection[str] | None = None
+    allow_missing_origin: bool = False
+    trusted_proxies: Collection[str] = ()
+    required_scopes: Mapping[str, Collection[str]] | None = None
+
+    def __post_init__(self) -> None:
+        # Stored normalized (tuples, frozensets), so equal settings compare equal.
+        fix = object.__setattr__  # frozen: the one place these are written
+        fix(self, "sources", tuple(self.sources))
+        fix(self, "subprotocols", tuple(self.subprotocols))
+        fix(self, "allowed_origins", origin_allowlist(self.allowed_origins))
+        fix(self, "trusted_proxies", trusted_proxy_set(self.trusted_proxies))
+        fix(self, "required_scopes", {path: frozenset(scopes) for path, scopes
+                                      in (self.required_scopes or {}).items()})
+        if not self.sources:
             raise ConfigurationError("at least one token source is needed")
-        if max_token_length < 1:
+        if self.max_token_length < 1:
             raise ConfigurationError("max_token_length must be positive")
-        if '"' in realm or "\\" in realm:
+        if '"' in self.realm or "\\" in self.realm:
             raise ConfigurationError("realm must not contain quotes or backslashes")
-        self.allowed_origins = origin_allowlist(allowed_origins)
-        if self.allowed_origins is None and any(isinstance(s, CookieToken) for s in sources):
+        if self.allowed_origins is None and any(isinstance(s, CookieToken)
+                                                for s in self.sources):
             # Browsers attach cookies to cross-site WebSocket handshakes (OWASP CSWSH).
             raise ConfigurationError("a cookie token source needs allowed_origins")
-        self.allow_missing_origin = allow_missing_origin
-        self.limiter = limiter
-        self.trusted_proxies = trusted_proxy_set(trusted_proxies)
-        self._warned_unknown_client = False
-        self.required_scopes = {path: frozenset(scopes)
-                                for path, scopes in (required_scopes or {}).items()}
         if any('"' in scope or "\\" in scope or " " in scope
-               for scopes in self.required_scopes.values() for scope in scopes):
+               for scopes in (self.required_scopes or {}).values() for scope in scopes):
             raise ConfigurationError("scopes are single words without quotes")
+
+    @classmethod
+    def from_options(cls, base: AuthSettings | None,
+                     options: Mapping[str, Any]) -> AuthSettings:
+        """``base`` with the fields named in ``options`` replaced (the flat keyword
+        arguments of 0.1, still accepted for one release)."""
+        wanted = {name: value for name, value in options.items() if name in _AUTH_FIELDS}
+        if base is None:
+            return cls(**wanted)
+        return replace(base, **wanted) if wanted else base
+
+
+_AUTH_FIELDS = frozenset(AuthSettings.__dataclass_fields__)
+
+
+class HandshakePolicy:
+    """Everything the core needs to decide on a handshake, validated once.
+
+    Args:
+        verifier: callable ``token -> Identity`` (see :mod:`wsauth_sync.core.verifiers`).
+        paths: request paths that serve WebSockets; others get 404.
+        auth: where tokens travel and who may present them (:class:`AuthSettings`).
+        limiter: failed-authentication budget per client IP (429 beyond it).
+        **options: the fields of :class:`AuthSettings` as keywords (the form of 0.1,
+            kept for one release); they replace those of ``auth``.
+
+    Raises:
+        ConfigurationError: no paths, or a setting :class:`AuthSettings` refuses.
+        TypeError: an unknown keyword.
+    """
+
+    def __init__(self, *, verifier: Verifier, paths: Collection[str] = ("/ws",),
+                 auth: AuthSettings | None = None, limiter: FailureLimiter | None = None,
+                 **options: Any) -> None:
+        unknown = set(options) - _AUTH_FIELDS
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        if not paths or any(not path.startswith("/") for path in paths):
+            raise ConfigurationError("paths must be non-empty and start with '/'")
+        self.auth = auth = AuthSettings.from_options(auth, options)
         self.verifier = verifier
         self.paths = frozenset(paths)
-        self.sources = tuple(sources)
-        self.subprotocols = tuple(subprotocols)
-        self.realm = realm
-        self.max_token_length = max_token_length
+        self.limiter = limiter
+        self._warned_unknown_client = False
+        # The settings the checks read, flattened once (the decision path reads them often).
+        self.sources: tuple[TokenSource, ...] = tuple(auth.sources)
+        self.subprotocols: tuple[str, ...] = tuple(auth.subprotocols)
+        self.realm = auth.realm
+        self.max_token_length = auth.max_token_length
+        self.allowed_origins: frozenset[str] | None = auth.allowed_origins  # type: ignore[assignment]
+        self.allow_missing_origin = auth.allow_missing_origin
+        self.trusted_proxies: frozenset[str] = auth.trusted_proxies  # type: ignore[assignment]
+        self.required_scopes: dict[str, frozenset[str]] = dict(
+            auth.required_scopes or {})  # type: ignore[arg-type]
 
     def decide(self, request: UpgradeRequest) -> Accept:
         """Decide on one opening handshake.

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, InvalidToken
 
@@ -47,6 +47,7 @@ class Identity:
         return frozenset()
 
 
+@runtime_checkable
 class RevocationSource(Protocol):
     """A verifier that can tell which credentials were revoked (see :mod:`.keystore`).
 
@@ -87,6 +88,22 @@ class Verifier(Protocol):
     """
 
     def __call__(self, token: str, /) -> Identity: ...
+
+
+@runtime_checkable
+class NonBlocking(Protocol):
+    """A verifier that says whether it may wait on I/O (``blocking``).
+
+    Those that never do (a static table, a JWT with a configured key) are called inline;
+    any other verifier runs under the app's ``verify_timeout`` on a time-limited thread.
+    """
+
+    blocking: bool
+
+
+def may_block(verifier: object) -> bool:
+    """True unless ``verifier`` declares ``blocking = False`` (see :class:`NonBlocking`)."""
+    return not isinstance(verifier, NonBlocking) or bool(verifier.blocking)
 
 
 def _digest(token: str) -> bytes:
