@@ -17,11 +17,13 @@ from types import FrameType
 from typing import NoReturn
 
 from . import __version__
+from .caps import DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_CONNECTIONS_PER_IDENTITY
 from .cli_echo import SOURCES, run_echo
 from .cli_keys import ENV_KEYS_DB, run_keys
 from .config import DEFAULT_HANDSHAKE_TIMEOUT
-from .core.origin import normalize_origin
-from .limits import DEFAULT_MAX_MESSAGE_SIZE
+from .core.origin import normalize_origin, trusted_proxy_set
+from .limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_TIMEOUT
+from .pending import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP
 
 DESCRIPTION = "Authenticated WebSocket echo server and API-key tool (wsauth_sync)."
 SECRETS_NOTE = ("Secrets given on the command line are visible to every local user in the "
@@ -60,6 +62,15 @@ def _number(kind: type[int] | type[float], what: str, low: float,
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         return value
     return convert
+
+
+def _proxy(text: str) -> str:
+    try:
+        trusted_proxy_set([text])
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address or unix") from None
+    return text
 
 
 def _path(text: str) -> str:
@@ -136,6 +147,31 @@ def _add_echo(commands: argparse._SubParsersAction[_Parser]) -> None:
     run.add_argument("--max-connections", default=256, metavar="N",
                      type=_number(int, "a positive number of connections", 1),
                      help="connections served at once; beyond it handshakes get 503")
+    run.add_argument("--max-connections-per-identity", metavar="N",
+                     default=DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
+                     type=_number(int, "a number of connections (0: no cap)", 0),
+                     help="open connections one token subject may hold; beyond it 429 "
+                          "(0: no cap)")
+    run.add_argument("--max-connections-per-ip", metavar="N",
+                     default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+                     type=_number(int, "a number of connections (0: no cap)", 0),
+                     help="open connections one client address may hold; beyond it 429 "
+                          "(0: no cap)")
+    run.add_argument("--max-pending", default=DEFAULT_MAX_PENDING, metavar="N",
+                     type=_number(int, "a positive number of handshakes", 1),
+                     help="handshakes whose request is still arriving; past it the oldest "
+                          "is dropped")
+    run.add_argument("--max-pending-per-ip", default=DEFAULT_MAX_PENDING_PER_IP, metavar="N",
+                     type=_number(int, "a positive number of handshakes", 1),
+                     help="handshakes in progress from one address; past it its oldest is "
+                          "dropped (trusted proxies exempt)")
+    run.add_argument("--trusted-proxy", action="append", metavar="ADDRESS", default=[],
+                     type=_proxy,
+                     help="a proxy whose X-Forwarded-For names the client: an IP address, "
+                          "or unix for a Unix-socket peer (repeatable; default: none)")
+    run.add_argument("--send-timeout", default=DEFAULT_SEND_TIMEOUT, metavar="SECONDS",
+                     type=_number(float, "a positive number of seconds", 1e-3),
+                     help="a send to a client that takes no data for this long drops it")
 
 
 def _add_keys(commands: argparse._SubParsersAction[_Parser]) -> None:

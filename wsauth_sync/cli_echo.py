@@ -187,6 +187,8 @@ def _listen(args: argparse.Namespace, app: WebSocketApp) -> WebSocketServer:
     try:
         return WebSocketServer(app, host=args.host, port=args.port,
                                max_connections=args.max_connections,
+                               max_pending=args.max_pending,
+                               max_pending_per_ip=args.max_pending_per_ip,
                                ssl_context=tls_context(args))
     except OSError as exc:
         raise ConfigurationError(f"--host {args.host} --port {args.port}: cannot listen "
@@ -216,6 +218,10 @@ def run_echo(args: argparse.Namespace) -> int:
                            handshake_timeout=args.handshake_timeout,
                            allowed_origins=args.allow_origin,
                            limiter=None if args.no_rate_limit else "default",
+                           trusted_proxies=args.trusted_proxy,
+                           send_timeout=args.send_timeout,
+                           max_connections_per_identity=args.max_connections_per_identity or None,
+                           max_connections_per_ip=args.max_connections_per_ip or None,
                            pages=pages if usable else None)
         server = _listen(args, app)
     except FAILURES as exc:
