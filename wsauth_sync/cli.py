@@ -21,6 +21,7 @@ from .caps import DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_CONNECTIONS_P
 from .cli_echo import SOURCES, run_echo
 from .cli_keys import ENV_KEYS_DB, run_keys
 from .config import DEFAULT_HANDSHAKE_TIMEOUT
+from .core.errors import ConfigurationError
 from .core.origin import normalize_origin, trusted_proxy_set
 from .limits import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SEND_TIMEOUT
 from .pending import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP
