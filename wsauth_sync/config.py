@@ -97,6 +97,10 @@ class WebSocketApp:
             past it a handshake gets 429 + ``Retry-After`` (None: no cap).
         max_connections_per_ip: open connections one client address may hold (the
             address behind a trusted proxy); 429 past it (None: no cap).
+        readable_refusals: paths whose browser refusals a page can read: a request with
+            an ``Origin`` refused for its credential (401, 403 for a scope, the limiter's
+            429) gets ``101`` and at once a Close 4401/4403/4429 with a fixed reason
+            (see :mod:`~wsauth_sync.core.readable`); no handler runs. Off by default.
 
     Raises:
         ConfigurationError: a missing or unsafe setting.
@@ -131,6 +135,7 @@ class WebSocketApp:
         pages: Mapping[str, Page] | None = None,
         max_connections_per_identity: int | None = DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
         max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        readable_refusals: Collection[str] = (),
     ) -> None:
         if not routes or not all(callable(handler) for handler in routes.values()):
             raise ConfigurationError("routes must map at least one path to a handler")
@@ -143,6 +148,8 @@ class WebSocketApp:
             raise ConfigurationError("ping and idle timeouts must be positive (or None)")
         if not send_timeout > 0:
             raise ConfigurationError("send_timeout must be positive")
+        if isinstance(readable_refusals, str) or not set(readable_refusals) <= set(routes):
+            raise ConfigurationError("readable_refusals must be a collection of route paths")
         self.verifier = verifier
         self.revocations = (
             RevocationWatch(verifier, interval=revocation_interval)  # type: ignore[arg-type]
@@ -162,6 +169,7 @@ class WebSocketApp:
             allow_missing_origin=allow_missing_origin, limiter=limiter,
             trusted_proxies=trusted_proxies, required_scopes=required_scopes)
         self.pages = dict(pages or {})
+        self.readable_refusals = frozenset(readable_refusals)
         self.handshake_timeout = handshake_timeout
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
