@@ -7,6 +7,7 @@ take one, so the same request gets the same answer whichever shell received it.
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal
@@ -37,7 +38,7 @@ from .core.policy import (
 )
 from .core.request import UpgradeRequest
 from .core.sources import TokenSource
-from .core.verifiers import Verifier
+from .core.verifiers import Identity, Verifier
 from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
 from .pages import Page
 
@@ -197,5 +198,10 @@ class WebSocketApp:
             max_message_size=self.max_message_size, max_fragments=self.max_fragments,
             close_timeout=self.close_timeout, ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout, send_timeout=self.send_timeout,
-            idle_timeout=self.idle_timeout,
-            expires_at=accept.identity.expires_at if self.close_on_expiry else None)
+            idle_timeout=self.idle_timeout, expires_at=accept.identity.expires_at,
+            close_on_expiry=self.close_on_expiry,
+            reverify=functools.partial(self._reverify, request=accept.request))
+
+    def _reverify(self, token: str, current: Identity, *, request: UpgradeRequest) -> Identity:
+        """:meth:`WebSocket.reauthenticate` goes through the handshake's policy."""
+        return self.policy.reverify(token, current=current, request=request)

@@ -35,6 +35,7 @@ _PUBLIC_REASONS = {
     "expired": "expired",
     "expired_key": "expired",
     "revoked_key": "revoked",
+    "subject_changed": "subject_changed",  # re-authentication only
 }
 
 
