@@ -216,7 +216,8 @@ def run_echo(args: argparse.Namespace) -> int:
                            handshake_timeout=args.handshake_timeout,
                            allowed_origins=args.allow_origin,
                            limiter=None if args.no_rate_limit else "default",
-                           pages=pages if usable else None)
+                           pages=pages if usable else None,
+                           readable_refusals=[args.path] if args.readable_refusals else ())
         server = _listen(args, app)
     except FAILURES as exc:
         return fail(str(exc))
