@@ -216,3 +216,107 @@ def test_cross_origin_page_is_refused_even_with_the_cookie(
         thread.join(5)
     assert wait_for(lambda: any("status=403 reason=origin_not_allowed" in r.getMessage()
                                 for r in logs.records))
+
+
+# -- refusals a browser can read, and re-authentication (README "Long-lived sessions") --
+
+JWT_KEY = "a-jwt-secret-that-is-at-least-32-bytes!"
+
+
+def jwt_token(subject: str = "alice", life: float = 3.0, **claims: object) -> str:
+    import jwt
+
+    return jwt.encode({"sub": subject, "exp": time.time() + life, **claims}, JWT_KEY,
+                      algorithm="HS256")
+
+
+@pytest.fixture
+def readable_site() -> Iterator[tuple[str, list[str]]]:
+    """The demo with readable refusals on /ws, a 3 s JWT verifier; handler calls kept."""
+    from wsauth_sync import JWTVerifier
+    from wsauth_sync.echo import echo
+
+    calls: list[str] = []
+
+    def recorded(ws: object) -> None:
+        calls.append("handler")
+        echo(ws)  # type: ignore[arg-type]
+
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    app = make_app(routes={"/ws": recorded},
+                   verifier=JWTVerifier(key=JWT_KEY, algorithms=["HS256"], leeway=0),
+                   sources=[QueryToken(), SubprotocolToken()], allowed_origins=[origin],
+                   pages={"/": demo_page("/ws")}, readable_refusals={"/ws"})
+    with running(app, port=port):
+        yield origin, calls
+
+
+PROBE = """async ([url, protocols, count]) => {
+  const results = [];
+  for (let i = 0; i < count; i++) {
+    results.push(await new Promise((resolve) => {
+      const ws = new WebSocket(url, protocols);
+      ws.onopen = () => ws.send("sent right after open");
+      ws.onclose = (e) => resolve([e.code, e.reason]);
+    }));
+  }
+  return results;
+}"""
+
+
+def test_demo_page_explains_a_readable_refusal(readable_site: tuple[str, list[str]],
+                                               page: Page,
+                                               logs: pytest.LogCaptureFixture) -> None:
+    origin, calls = readable_site
+    connect_with(page, origin, "subprotocol", token="not-a-jwt")
+    page.wait_for_selector("text=closed, code 4401: refused: the token is not valid, "
+                           "log in again", timeout=5000)
+    page.fill("#token", jwt_token(life=-60))
+    page.check("input[name=how][value=query]")
+    page.click("#connect")
+    page.wait_for_selector("text=closed, code 4401: refused: your token has expired, "
+                           "log in again", timeout=5000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-readable-refusal.png"), full_page=True)
+    assert calls == []
+    assert wait_for(lambda: sum("status=401" in r.getMessage() and "delivered=close" in
+                                r.getMessage() for r in logs.records) == 2)
+
+
+def test_chromium_reads_close_codes_and_nothing_is_delivered(
+        readable_site: tuple[str, list[str]], page: Page,
+        logs: pytest.LogCaptureFixture) -> None:
+    origin, calls = readable_site
+    page.goto(f"{origin}/")
+    url = origin.replace("http", "ws") + "/ws"
+    results = page.evaluate(PROBE, [url, ["bearer", "wrong-token"], 21])
+    assert results[:20] == [[4401, "unauthorized: invalid"]] * 20
+    code, reason = results[20]
+    assert code == 4429 and reason.startswith("too many attempts; retry in ")
+    assert calls == []  # no handler ran: the message sent after open went nowhere
+    assert not any(r.getMessage().startswith("accepted") for r in logs.records)
+    assert not any("wrong-token" in r.getMessage() for r in logs.records)
+
+
+def test_demo_page_refreshes_its_token_and_stays_open(readable_site: tuple[str, list[str]],
+                                                      page: Page,
+                                                      logs: pytest.LogCaptureFixture) -> None:
+    origin, _ = readable_site
+    started = time.monotonic()
+    connect_with(page, origin, "subprotocol", token=jwt_token(n=1))
+    page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
+    for n in (2, 3):
+        page.fill("#token", jwt_token(n=n))  # what the page sends when asked
+        page.wait_for_function(
+            f"[...document.querySelectorAll('#log li')].filter(li => "
+            f"li.textContent.includes('reauthenticated')).length === {n - 1}", timeout=8000)
+    page.fill("#token", jwt_token(n=4, life=60))  # for any later request
+    while time.monotonic() - started < 4.0:  # past the first two tokens' lives
+        page.wait_for_timeout(100)
+    page.fill("#message", "after two refreshes")
+    page.click("#send")
+    page.wait_for_selector("text=← You said: after two refreshes", timeout=5000)
+    assert page.evaluate("socket.readyState") == 1
+    assert sum(r.getMessage().startswith("reauthenticated") for r in logs.records) >= 2
+    assert not any(r.getMessage().startswith("closed") for r in logs.records)

@@ -235,6 +235,8 @@ def test_jwt_expiry_closes_the_connection_with_1008() -> None:
         ws.send("before expiry")
         assert ws.recv(timeout=3) == "You said: before expiry"
         with pytest.raises(ConnectionClosed) as info:
+            # The echo example asks for a fresh token first; unanswered, expiry closes.
+            assert '"type": "reauth_required"' in ws.recv(timeout=5)
             ws.recv(timeout=5)
         assert info.value.rcvd is not None
         assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "credential expired")

@@ -11,14 +11,25 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SECRET, make_app, running, wait_for, ws_url
+from helpers import (
+    SECRET,
+    exchange,
+    frame,
+    handshake_bytes,
+    make_app,
+    running,
+    wait_for,
+    ws_url,
+)
 
 from wsauth_sync import BearerToken, CookieToken, QueryToken, SubprotocolToken, WebSocketServer
-from wsauth_sync.echo import WELCOME
+from wsauth_sync.echo import WELCOME, echo
+from wsauth_sync.guards import FailedAuthLimiter
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 ORIGIN = "https://app.example"
@@ -94,3 +105,76 @@ def test_node_sees_1001_on_shutdown() -> None:
         client.join(15)
     assert results[0]["events"] == ["open", {"text": WELCOME}]
     assert results[0]["close"] == {"code": 1001, "reason": "server shutting down"}
+
+
+# -- refusals a browser can read, and re-authentication --------------------------------
+
+JWT_KEY = "a-jwt-secret-that-is-at-least-32-bytes!"
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, ws: object) -> None:
+        self.count += 1
+        echo(ws)  # type: ignore[arg-type]
+
+
+def jwt_token(subject: str = "alice", life: float = 3.0, **claims: object) -> str:
+    import jwt
+
+    return jwt.encode({"sub": subject, "exp": time.time() + life, **claims}, JWT_KEY,
+                      algorithm="HS256")
+
+
+def test_readable_refusals_reach_node_as_close_codes(logs: pytest.LogCaptureFixture) -> None:
+    calls = Calls()
+    app = make_app(routes={"/ws": calls}, readable_refusals={"/ws"},
+                   sources=[QueryToken(), SubprotocolToken()],
+                   limiter=FailedAuthLimiter(rate=0.01, burst=20))
+    with running(app) as srv:
+        result = node_client(url=ws_url(srv), source="subprotocol", token="wrong-token",
+                             browserOrigin=ORIGIN, sendOnOpen="sent right after open")
+        assert result["events"] == ["open"]
+        assert result["protocol"] == "bearer"
+        assert result["close"] == {"code": 4401, "reason": "unauthorized: invalid"}
+        # Without an Origin, Node sees the HTTP refusal as always.
+        plain = node_client(url=ws_url(srv), source="query", token="wrong-token")
+        assert plain["status"] == 401 and "open" not in plain["events"]
+        # The limiter counts both kinds: 18 more failures (raw, as a browser would,
+        # answering the Close), then the 21st is 4429 for a browser, 429 for the others.
+        for _ in range(18):
+            raw = exchange(srv, handshake_bytes("/ws?token=wrong", extra=f"Origin: {ORIGIN}\r\n")
+                           + frame(0x8, b"\x0f\xa1"))
+            assert raw.startswith(b"HTTP/1.1 101 ")
+        limited = node_client(url=ws_url(srv), source="query", token="wrong-token",
+                              browserOrigin=ORIGIN)
+        assert limited["close"]["code"] == 4429
+        assert limited["close"]["reason"].startswith("too many attempts; retry in ")
+        assert node_client(url=ws_url(srv), source="query", token="x")["status"] == 429
+    assert calls.count == 0
+    lines = [r.getMessage() for r in logs.records if r.getMessage().startswith("rejected")]
+    assert sum("delivered=close code=4401" in line for line in lines) == 19
+    assert any("status=429" in line and "delivered=close code=4429" in line for line in lines)
+    assert not any("wrong-token" in line for line in lines)
+
+
+def test_node_refreshes_a_short_jwt_twice_then_is_closed_at_expiry(
+        logs: pytest.LogCaptureFixture) -> None:
+    from wsauth_sync import JWTVerifier
+
+    app = make_app(verifier=JWTVerifier(key=JWT_KEY, algorithms=["HS256"], leeway=0),
+                   sources=[BearerToken()])
+    with running(app) as srv:
+        # The client holds its fresh tokens from the start: each lives 3 s past the
+        # moment it is asked for (1.5 s before the previous one expires).
+        result = node_client(url=ws_url(srv), source="bearer", token=jwt_token(n=1),
+                             reauth=[jwt_token(n=2, life=4.5), jwt_token(n=3, life=6.0)],
+                             stay=True, timeoutMs=20000)
+    texts = [event["text"] for event in result["events"] if isinstance(event, dict)]
+    assert sum('"type": "reauthenticated"' in text for text in texts) == 2
+    assert result["close"] == {"code": 1008, "reason": "credential expired"}
+    assert result["elapsedMs"] > 5000  # well past the first token's 3 s
+    lines = [r.getMessage() for r in logs.records if r.getMessage().startswith("reauth")]
+    assert len(lines) == 2 and all(line.startswith("reauthenticated ") for line in lines)

@@ -139,6 +139,10 @@ def _add_echo(commands: argparse._SubParsersAction[_Parser]) -> None:
     run.add_argument("--no-rate-limit", action="store_true",
                      help="do not answer 429 to clients that keep failing authentication "
                           "(default: 20 failures per address, then 1 a second)")
+    run.add_argument("--readable-refusals", action="store_true",
+                     help="answer a browser's refused token with 101 then a Close 4401/4403/"
+                          "4429 and a fixed reason the page can show, instead of an HTTP "
+                          "status it cannot read (clients without Origin keep the status)")
     run.add_argument("--max-message-size", default=DEFAULT_MAX_MESSAGE_SIZE, metavar="BYTES",
                      type=_number(int, "a positive number of bytes", 1),
                      help="largest message accepted; bigger ones close with 1009")

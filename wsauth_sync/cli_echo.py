@@ -222,7 +222,8 @@ def run_echo(args: argparse.Namespace) -> int:
                            send_timeout=args.send_timeout,
                            max_connections_per_identity=args.max_connections_per_identity or None,
                            max_connections_per_ip=args.max_connections_per_ip or None,
-                           pages=pages if usable else None)
+                           pages=pages if usable else None,
+                           readable_refusals=[args.path] if args.readable_refusals else ())
         server = _listen(args, app)
     except FAILURES as exc:
         return fail(str(exc))

@@ -7,9 +7,10 @@ take one, so the same request gets the same answer whichever shell received it.
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
 from .caps import (
@@ -23,7 +24,7 @@ from .core.http11 import DEFAULT_HEAD_LIMITS, HeadLimits
 from .core.origin import client_ip
 from .core.policy import Accept, AuthSettings, FailureLimiter, HandshakePolicy
 from .core.request import UpgradeRequest
-from .core.verifiers import RevocationSource, Verifier, may_block
+from .core.verifiers import Identity, RevocationSource, Verifier, may_block
 from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
 from .limits import ConnectionLimits
 from .pages import Page
@@ -69,6 +70,10 @@ class WebSocketApp:
             past it a handshake gets 429 + ``Retry-After`` (None: no cap).
         max_connections_per_ip: open connections one client address may hold (the
             address behind a trusted proxy); 429 past it (None: no cap).
+        readable_refusals: paths whose browser refusals a page can read: a request with
+            an ``Origin`` refused for its credential (401, 403 for a scope, the limiter's
+            429) gets ``101`` and at once a Close 4401/4403/4429 with a fixed reason
+            (see :mod:`~wsauth_sync.core.readable`); no handler runs. Off by default.
         **options: the fields of ``AuthSettings`` and ``ConnectionLimits`` as keywords
             (``sources=``, ``max_message_size=``...: the form of 0.1, kept for one
             release); they replace those of ``auth`` and ``limits``.
@@ -93,6 +98,7 @@ class WebSocketApp:
         pages: Mapping[str, Page] | None = None,
         max_connections_per_identity: int | None = DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
         max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        readable_refusals: Collection[str] = (),
         **options: Any,
     ) -> None:
         unknown = set(options) - _AUTH_FIELDS - _LIMIT_FIELDS
@@ -105,6 +111,8 @@ class WebSocketApp:
             raise ConfigurationError("timeouts must be positive numbers of seconds")
         self.limits = ConnectionLimits.from_options(limits, options)
         auth = AuthSettings.from_options(auth, options)
+        if isinstance(readable_refusals, str) or not set(readable_refusals) <= set(routes):
+            raise ConfigurationError("readable_refusals must be a collection of route paths")
         self.verifier = verifier
         self.revocations = (RevocationWatch(verifier, interval=revocation_interval)
                             if isinstance(verifier, RevocationSource) else None)
@@ -118,6 +126,7 @@ class WebSocketApp:
         self.policy = HandshakePolicy(verifier=verifier, paths=self.routes, auth=auth,
                                       limiter=limiter)
         self.pages = dict(pages or {})
+        self.readable_refusals = frozenset(readable_refusals)
         self.handshake_timeout = handshake_timeout
         self.head_limits = head_limits
         self.close_timeout = self.limits.close_timeout  # read by the server's shutdown
@@ -133,9 +142,13 @@ class WebSocketApp:
     def connection(self, sock: socket.socket, accept: Accept, *,
                    trailing_data: bytes = b"") -> WebSocket:
         """The :class:`WebSocket` for an accepted handshake, with this app's limits."""
-        expires_at = accept.identity.expires_at if self.limits.close_on_expiry else None
         return WebSocket(sock, accept=accept, trailing_data=trailing_data,
-                         limits=self.limits, expires_at=expires_at)
+                         limits=self.limits, expires_at=accept.identity.expires_at,
+                         reverify=functools.partial(self._reverify, request=accept.request))
+
+    def _reverify(self, token: str, current: Identity, *, request: UpgradeRequest) -> Identity:
+        """:meth:`WebSocket.reauthenticate` goes through the handshake's policy."""
+        return self.policy.reverify(token, current=current, request=request)
 
 
 _AUTH_FIELDS = frozenset(AuthSettings.__dataclass_fields__)

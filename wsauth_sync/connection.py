@@ -19,7 +19,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -35,8 +36,10 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import CloseReason
 
-from .core.errors import ConnectionClosed
+from .core import audit
+from .core.errors import ConnectionClosed, HandshakeError
 from .core.handshake import Accept
+from .core.readable import public_reason
 from .core.request import UpgradeRequest
 from .core.verifiers import Identity
 from .keepalive import Keepalive
@@ -60,6 +63,10 @@ _CLOSE_WRITE_GRACE = 0.5
 _HELD_FOR_HANDLER = 64 * 1024
 _KEEPALIVE_READS = 4
 
+#: Checks a fresh credential for an open connection: ``(token, current identity)`` in,
+#: the new identity out, or a HandshakeError (see ``HandshakePolicy.reverify``).
+Reverify = Callable[[str, Identity], Identity]
+
 
 class WebSocket:
     """An accepted WebSocket, handed to the handler with the authenticated identity.
@@ -71,19 +78,23 @@ class WebSocket:
         limits: sizes and timeouts (:class:`~wsauth_sync.limits.ConnectionLimits`);
             its ``close_on_expiry`` is the caller's to apply through ``expires_at``.
         expires_at: Unix time at which the credential expires: the connection is
-            closed with 1008 then (see :attr:`Identity.expires_at`).
+            closed with 1008 then (see :attr:`Identity.expires_at`), unless the limits'
+            ``close_on_expiry`` is False.
+        reverify: checks the credentials given to :meth:`reauthenticate` (the app's
+            verifier and rules); None: re-authentication is refused.
         **options: fields of ``ConnectionLimits`` as keywords (the form of 0.1).
     """
 
     def __init__(self, sock: socket.socket, *, accept: Accept, trailing_data: bytes = b"",
-                 limits: ConnectionLimits = DEFAULT_LIMITS,
-                 expires_at: float | None = None, **options: Any) -> None:
-        limits = ConnectionLimits.from_options(limits, options)
+                 limits: ConnectionLimits = DEFAULT_LIMITS, expires_at: float | None = None,
+                 reverify: Reverify | None = None, **options: Any) -> None:
         unknown = set(options) - {field.name for field in dataclasses.fields(limits)}
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        limits = ConnectionLimits.from_options(limits, options)
         max_message_size, max_fragments = limits.max_message_size, limits.max_fragments
         ping_interval, ping_timeout = limits.ping_interval, limits.ping_timeout
+        close_on_expiry = limits.close_on_expiry
         self._io = open_transport(sock)
         self._out = Outbox(self._io)
         self._accept = accept
@@ -103,7 +114,11 @@ class WebSocket:
         self._close_started = now
         self._close_ticket: int | None = None
         # Expiry as a monotonic deadline, so clock changes cannot move it.
-        self._expires = None if expires_at is None else now + (expires_at - time.time())
+        self._valid_until = None if expires_at is None else now + (expires_at - time.time())
+        self._close_on_expiry = close_on_expiry
+        self._expires = self._valid_until if close_on_expiry else None
+        self._reverify = reverify
+        self._reauth_lock = threading.Lock()  # one re-authentication at a time
         self._ws = Connection(ConnectionType.SERVER)
         # wsproto's state and the order frames are queued in. Held for in-memory work
         # only, never across I/O or a wait, so the timer thread may always take it.
@@ -137,6 +152,63 @@ class WebSocket:
     def request(self) -> UpgradeRequest:
         """The opening handshake request, with every credential redacted."""
         return self._accept.request
+
+    @property
+    def expires_in(self) -> float | None:
+        """Seconds until the credential in force expires (negative once past), or None
+        when it does not expire. Poll it (``recv(timeout=...)``) to ask the client for a
+        fresh token in time for :meth:`reauthenticate`."""
+        until = self._valid_until
+        return None if until is None else until - time.monotonic()
+
+    def reauthenticate(self, token: str) -> Identity:
+        """Replace the connection's credential with ``token`` without reconnecting.
+
+        The app's verifier (and time limit) checks it as in a handshake; it must name
+        the same subject (and credential id) and hold the path's required scopes. On
+        success :attr:`identity` is the new one and the expiry deadline moves to the new
+        credential's; an ``reauthenticated`` audit line is written. Blocks while the
+        verifier runs. Never logs the token.
+
+        Raises:
+            ConnectionClosed: the credential was refused (invalid, expired, another
+                subject, verifier error): the connection is closed with 1008 and a fixed
+                reason, after a ``reauthentication_failed`` line; or it was closed already.
+        """
+        with self._reauth_lock:
+            if self._closed.is_set() or self.close_code is not None:
+                raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+            current = self.identity
+            try:
+                if self._reverify is None:
+                    raise HandshakeError("reauthentication_unsupported")
+                identity = self._reverify(token, current)
+            except HandshakeError as error:
+                self._refuse_reauthentication(current, error)
+                raise ConnectionClosed(self.close_code or 1008, self.close_reason) from None
+            self._accept = replace(self._accept, identity=identity)
+            self._move_expiry(identity.expires_at)
+        audit.log_reauthenticated(client=self.request.client, identity=identity,
+                                  path=self.request.path)
+        return identity
+
+    def _refuse_reauthentication(self, current: Identity, error: HandshakeError) -> None:
+        audit.log_reauthentication_failed(client=self.request.client, subject=current.subject,
+                                          path=self.request.path, error=error)
+        # A fixed word for the client, as in a readable refusal: never the log reason.
+        word = ("unavailable" if error.status >= 500 else
+                "forbidden" if error.status == 403 else
+                "too many attempts" if error.status == 429 else public_reason(error.reason))
+        self.close(1008, f"reauthentication failed: {word}")
+
+    def _move_expiry(self, expires_at: float | None) -> None:
+        now = time.monotonic()
+        self._valid_until = None if expires_at is None else now + (expires_at - time.time())
+        self._expires = self._valid_until if self._close_on_expiry else None
+        # A later deadline: the pending timer call finds nothing due and re-files itself.
+        due = self._next_due(now)
+        if due is not None:
+            TIMERS.schedule(self, due)
 
     @property
     def closed(self) -> bool:

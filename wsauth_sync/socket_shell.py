@@ -26,7 +26,7 @@ from .core.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from .core.handshake import Accept, Decision, Rejected, ServerHandshake
+from .core.handshake import Accept, ClosedRefusal, Decision, Rejected, ServerHandshake
 from .core.request import UNIX_PEER, Address, UpgradeRequest
 from .pages import Served, serve_page
 
@@ -143,7 +143,9 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
 def decide(handshake: ServerHandshake, app: WebSocketApp,
            deadline: float) -> Decision | Served:
     """What every shell answers to a whole head: a page, or the core's decision with the
-    app's admission (its caps, and the deadline for a verifier that answered late)."""
+    app's admission (its caps, and the deadline for a verifier that answered late); on
+    the app's ``readable_refusals`` paths a browser's credential refusal becomes a
+    :class:`ClosedRefusal`."""
     served = serve_page(handshake, app.pages)
     if served is not None:
         return served
@@ -154,7 +156,10 @@ def decide(handshake: ServerHandshake, app: WebSocketApp,
         # Held until serve_accepted() ends, which releases it.
         app.caps.reserve(accept.identity.subject, app.client_address(accept.request))
 
-    return handshake.decide(admit=admit)
+    decision = handshake.decide(admit=admit)
+    if isinstance(decision, Rejected) and app.readable_refusals:
+        return handshake.close_refusal(decision, paths=app.readable_refusals) or decision
+    return decision
 
 
 def take_buffered(reader: object, sock: socket.socket) -> bytes:
@@ -181,7 +186,11 @@ def _deliver(sock: socket.socket, decision: Decision | Served, app: WebSocketApp
              trailing_data: bytes, address: Address | None,
              open_connections: MutableSet[WebSocket] | None = None) -> None:
     """Send the answer: refuse or serve a page and close, or accept and run the handler."""
-    if isinstance(decision, Rejected):
+    if isinstance(decision, ClosedRefusal):
+        audit.log_rejected(client=address, error=decision.error, request=decision.request,
+                           delivered="close", code=decision.code)
+        send_close_refusal(sock, decision)
+    elif isinstance(decision, Rejected):
         audit.log_rejected(client=address, error=decision.error, request=decision.request)
         _send_and_close(sock, decision.response)
     elif isinstance(decision, Served):
@@ -269,6 +278,32 @@ def _send_and_close(sock: socket.socket, response: bytes) -> None:
         if not data:
             break
         drained += len(data)
+
+
+def send_close_refusal(sock: socket.socket, refusal: ClosedRefusal, *,
+                       head_sent: bool = False) -> None:
+    """Write a readable refusal (101, then Close), wait for the client's Close, end TCP.
+
+    What the client sends meanwhile is parsed only to find its Close and is dropped:
+    no handler runs and no message is delivered. Bounded like :func:`_send_and_close`
+    (``_DRAIN_SECONDS``, ``_DRAIN_BYTES``). Raises OSError if the peer is gone.
+
+    Args:
+        head_sent: the host already wrote the 101 (uWSGI): write only the Close.
+    """
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    sock.settimeout(_DRAIN_SECONDS)
+    sock.sendall(refusal.frame if head_sent else refusal.response)
+    watch = refusal.watch()
+    drained = 0
+    while drained < _DRAIN_BYTES:
+        data = _recv_by(sock, deadline)
+        if data is None or watch.receive_data(data):
+            break
+        drained += len(data)
+    # The server ends TCP once the closing handshake is over (RFC 6455 §7.1.1); the
+    # WSGI host closes its socket later, so the shutdown is what the client sees.
+    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,

@@ -45,12 +45,12 @@ from typing import Any
 from .config import WebSocketApp
 from .core import audit
 from .core.errors import HandshakeError, NoSocketTakeover, WSAuthError
-from .core.handshake import Rejected, ServerHandshake
+from .core.handshake import ClosedRefusal, Rejected, ServerHandshake
 from .core.http11 import rejection_parts
 from .core.request import UNIX_PEER, Address, UpgradeRequest, environ_client, environ_path
 from .core.sources import QueryToken
 from .pages import Served
-from .socket_shell import decide, serve_accepted, take_buffered
+from .socket_shell import decide, send_close_refusal, serve_accepted, take_buffered
 from .uwsgi_takeover import UWSGI_KEY, uwsgi_socket, uwsgi_unpatched, write_head
 
 logger = logging.getLogger("wsauth_sync")
@@ -125,6 +125,8 @@ class WebSocketMiddleware:
             return self._refuse(handshake.reject(error), start_response, client)
         head = handshake.receive_request(request)
         decision = decide(handshake, self.ws_app, deadline) if head is True else head
+        if isinstance(decision, ClosedRefusal):
+            return self._refuse_with_close(decision, start_response, takeover, environ)
         if isinstance(decision, Rejected):
             return self._refuse(decision, start_response, client)
         if isinstance(decision, Served):
@@ -153,6 +155,19 @@ class WebSocketMiddleware:
         headers = [(name, value) for name, value in headers if name.lower() != "connection"]
         start_response(f"{error.status} {error.phrase}", headers)
         return [body]
+
+    def _refuse_with_close(self, refusal: ClosedRefusal, start_response: StartResponse,
+                           takeover: tuple[str, socket.socket],
+                           environ: Environ) -> Iterable[bytes]:
+        """A readable refusal: take the socket over to write 101 + Close (no handler)."""
+        key, sock = takeover
+        audit.log_rejected(client=_peer(environ, takeover), error=refusal.error,
+                           request=refusal.request, delivered="close", code=refusal.code)
+        with contextlib.suppress(OSError):  # the client left: nothing more to say
+            if key == UWSGI_KEY:
+                write_head(start_response, refusal.head)  # uWSGI writes and logs the 101
+            send_close_refusal(sock, refusal, head_sent=key == UWSGI_KEY)
+        return _end_request(environ, key, sock)
 
     def _warn_no_takeover(self, environ: Environ) -> None:
         server = str(environ.get("SERVER_SOFTWARE", "unknown WSGI server"))

@@ -64,13 +64,20 @@ def log_accepted(*, client: Address | None, request: UpgradeRequest, identity: I
 
 
 def log_rejected(*, client: Address | None, error: HandshakeError,
-                 request: UpgradeRequest | None) -> None:
-    """Record a refused handshake with its status and reason code."""
+                 request: UpgradeRequest | None, delivered: str | None = None,
+                 code: int | None = None) -> None:
+    """Record a refused handshake with its status and reason code.
+
+    Args:
+        delivered: ``"close"`` when the refusal went out as 101 + Close ``code`` (a
+            readable refusal) instead of the HTTP status; the status is logged either way.
+    """
     level = logging.WARNING if error.status >= 500 else logging.INFO
     _emit(level, "rejected", {
         "peer": peer(client), "status": error.status, "reason": error.reason,
         "path": request.path if request is not None else None, "origin": _origin(request),
-        "source": error.source, "detail": error.detail})
+        "source": error.source, "detail": error.detail, "delivered": delivered,
+        "code": code})
 
 
 def log_served(*, client: Address | None, request: UpgradeRequest) -> None:
@@ -81,6 +88,23 @@ def log_served(*, client: Address | None, request: UpgradeRequest) -> None:
 def log_dropped(*, client: Address | None, reason: str) -> None:
     """Record a connection closed without an HTTP answer (TLS failure, no capacity)."""
     _emit(logging.INFO, "dropped", {"peer": peer(client), "reason": reason})
+
+
+def log_reauthenticated(*, client: Address | None, identity: Identity,
+                        path: str) -> None:
+    """Record a fresh credential accepted on an open connection."""
+    _emit(logging.INFO, "reauthenticated", {
+        "peer": peer(client), "path": path, "subject": identity.subject,
+        "expires_at": None if identity.expires_at is None else int(identity.expires_at)})
+
+
+def log_reauthentication_failed(*, client: Address | None, subject: str, path: str,
+                                error: HandshakeError) -> None:
+    """Record a fresh credential refused on an open connection (which then closes)."""
+    level = logging.WARNING if error.status >= 500 else logging.INFO
+    _emit(level, "reauthentication_failed", {
+        "peer": peer(client), "path": path, "subject": subject, "status": error.status,
+        "reason": error.reason, "detail": error.detail})
 
 
 def log_closed(*, client: Address | None, identity: Identity, code: int,

@@ -17,7 +17,7 @@ The shell owns the clock: when its deadline passes it calls :meth:`~ServerHandsh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Literal, Union
 
@@ -31,12 +31,13 @@ from .policy import (
     FailureLimiter,
     HandshakePolicy,
 )
+from .readable import PeerClose, close_for
 from .request import Address, UpgradeRequest
 
 # The core's whole decision path is importable from here (and from its old home,
 # ``wsauth_sync.handshake``): the policy and its checks live in their own modules.
-__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "DEFAULT_SOURCES", "Accept", "Admit", "Decision",
-           "FailureLimiter", "HandshakePolicy", "Rejected", "ServerHandshake",
+__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "DEFAULT_SOURCES", "Accept", "Admit", "ClosedRefusal",
+           "Decision", "FailureLimiter", "HandshakePolicy", "Rejected", "ServerHandshake",
            "check_upgrade"]
 
 #: Called with an :class:`Accept` before its 101 is written; raising a HandshakeError
@@ -54,6 +55,30 @@ class Rejected:
     error: HandshakeError
     response: bytes
     request: UpgradeRequest | None
+
+
+@dataclass(frozen=True)
+class ClosedRefusal(Rejected):
+    """Outcome: a refusal a browser can read (see :mod:`.readable`).
+
+    ``response`` is a ``101`` followed by a Close frame carrying ``code`` and the fixed
+    ``reason``; nothing else is ever written. The shell writes it, then reads what the
+    client sends, discarding it, until the client's Close (:meth:`watch`), and closes.
+    A shell that does not know this outcome still refuses: it is a :class:`Rejected`.
+    """
+
+    code: int = 0
+    reason: str = ""
+    frame: bytes = b""
+
+    @property
+    def head(self) -> bytes:
+        """The ``101`` head alone (for a host that writes heads itself: uWSGI)."""
+        return self.response[:len(self.response) - len(self.frame)]
+
+    def watch(self) -> PeerClose:
+        """A fresh reader that tells when the client's Close has arrived."""
+        return PeerClose(self.code, self.reason)
 
 
 class ServerHandshake:
@@ -142,6 +167,54 @@ class ServerHandshake:
     def trailing_data(self) -> bytes:
         """Bytes that followed the request head: the client's first frames, if eager."""
         return self._reader.trailing_data
+
+    def close_refusal(self, rejected: Rejected, *,
+                      paths: Collection[str]) -> ClosedRefusal | None:
+        """The refusal as ``101`` then Close(code, reason), when a browser may read it.
+
+        Only for a request on one of ``paths`` that carries an ``Origin`` (a browser; other
+        clients read HTTP statuses), whose refusal is about the credential (401, 403 for
+        a scope, the limiter's 429: :func:`.readable.close_for`), and whose upgrade is
+        valid. The 101 selects a subprotocol when the client offered any, as browsers
+        require (never a token entry); when none can be selected there is no point (the
+        browser would fail the handshake) and the HTTP refusal stands.
+
+        Returns:
+            The readable refusal, or None to send ``rejected`` as it is.
+        """
+        request = self._request
+        close = close_for(rejected.error)
+        if request is None or close is None or request.path not in paths \
+                or not request.get_all("origin"):
+            return None
+        try:
+            key = check_upgrade(request, paths=(request.path,))
+            subprotocol = self._refusal_subprotocol(request)
+        except HandshakeError:
+            return None
+        if request.subprotocols and subprotocol is None:
+            return None
+        reader = RequestReader(limits=self._reader.limits, client=request.client)
+        reader.receive_request(request)  # h11 answers this request afresh: a 101 now
+        watch = PeerClose(*close)
+        return ClosedRefusal(rejected.error, reader.accept(key=key, subprotocol=subprotocol)
+                             + watch.frame, rejected.request, code=close[0], reason=close[1],
+                             frame=watch.frame)
+
+    def _refusal_subprotocol(self, request: UpgradeRequest) -> str | None:
+        # As for an accepted handshake: the app's own subprotocols first, then the token
+        # carrier's marker ("bearer"), chosen only from what the client offered once
+        # every token entry is removed (RFC 6455 §4.2.2).
+        policy = self.policy
+        safe = request
+        carrier = None
+        for source in policy.sources:
+            safe = source.redact(safe)
+            carrier = carrier or source.response_subprotocol(request)
+        for protocol in policy.subprotocols:
+            if protocol in safe.subprotocols:
+                return protocol
+        return carrier if carrier in safe.subprotocols else None
 
     def reject(self, error: HandshakeError) -> Rejected:
         """Refuse this handshake with ``error``."""

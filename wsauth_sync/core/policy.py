@@ -208,6 +208,57 @@ class HandshakePolicy:
                 limiter.failed(client)
             raise
 
+    def reverify(self, token: str, *, current: Identity, request: UpgradeRequest) -> Identity:
+        """Check a fresh credential for an open connection (re-authentication).
+
+        The handshake's token checks, on a token that came as a message: the client's
+        failed-authentication budget, the size bound, the same verifier (and time
+        limit), the path's required scopes; and it must name the same subject and, when
+        the first had one, the same credential id (revocation is tracked by it).
+
+        Args:
+            token: the new credential, as the client sent it.
+            current: the connection's identity now.
+            request: the connection's (redacted) opening request: path and client.
+
+        Returns:
+            The new identity, with the connection's token ``source`` kept.
+
+        Raises:
+            HandshakeError: refused; its ``reason`` is for the log. Failures of the
+                credential spend the client's budget as in a handshake.
+        """
+        client = client_ip(request, self.trusted_proxies)
+        limiter = self._limiter_for(client)
+        if limiter is not None and client is not None:
+            limiter.check(client)
+        try:
+            identity = self._reverify(token, current, request.path)
+        except HandshakeError as exc:
+            if exc.failed_authentication and limiter is not None and client is not None:
+                limiter.failed(client)
+            raise
+        return replace(identity, source=current.source)
+
+    def _reverify(self, token: str, current: Identity, path: str) -> Identity:
+        source = current.source or None
+        if not token:
+            raise InvalidToken("empty_token", source=source)
+        if len(token) > self.max_token_length:
+            raise InvalidToken("token_too_long", source=source)
+        identity = self._verify(token, current.source)
+        if identity.subject != current.subject:
+            # A connection belongs to one principal: a token of another is an attack or
+            # a bug, never a refresh (its subject is not logged: it may be anyone's).
+            raise InvalidToken("subject_changed", source=source)
+        if identity.credential_id != current.credential_id:
+            raise InvalidToken("credential_changed", source=source)
+        needed = self.required_scopes.get(path, frozenset())
+        if not needed <= identity.scopes:
+            raise InsufficientScope("insufficient_scope", scopes=tuple(sorted(needed)),
+                                    source=source, detail=identity.subject)
+        return identity
+
     def _limiter_for(self, client: str | None) -> FailureLimiter | None:
         # With no client address (a Unix-socket peer not declared a trusted proxy, say)
         # one shared bucket would let one client's failures lock out everyone with 429:
