@@ -130,3 +130,24 @@ def test_send_timeout_flag_drops_a_client_that_stops_reading() -> None:
                                         for line in server.lines), timeout=4)
         finally:
             sock.close()
+
+
+def test_a_thousand_connections_opened_at_once_are_all_held() -> None:
+    """One client opening 1,000 connections within about a second: every one gets its 101
+    (none refused by the pending caps, none reset by a full listen queue)."""
+    with echo_command("--token", SECRET, "--max-connections", "4000",
+                      "--max-connections-per-identity", "0", "--max-connections-per-ip",
+                      "0") as server, held([]) as socks:
+        where = address(server)
+        request = handshake_bytes(f"/ws?token={SECRET}")
+        for _ in range(1000):
+            sock = socket.create_connection(where, timeout=10)
+            sock.sendall(request)
+            socks.append(sock)
+        heads = []
+        for sock in socks:
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := sock.recv(1)):
+                head += chunk
+            heads.append(head.split(b"\r\n", 1)[0])
+    assert heads == [b"HTTP/1.1 101 Switching Protocols"] * 1000
