@@ -12,7 +12,6 @@ is tested with its own ``eventlet.wsgi.server``.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import struct
 import sys
@@ -34,6 +33,7 @@ from helpers import (
     read_until_closed,
     wait_for,
 )
+from needs import require_installed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -69,13 +69,6 @@ GREEN_HOSTS = [
 ]
 
 
-def require(*modules: str) -> None:
-    """Fail (not skip) with the fix when a server this test needs is not installed."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: python3 -m pip install -e '.[test]'")
-
-
 @dataclass
 class Served:
     process: ServerProcess
@@ -106,7 +99,8 @@ def serve(command: list[str], ready: str, keys_db: str) -> Iterator[Served]:
 @pytest.fixture(scope="module", params=GREEN_HOSTS, ids=[h.name for h in GREEN_HOSTS])
 def green(request: pytest.FixtureRequest, keys_db: str) -> Iterator[Served]:
     spec: GreenHost = request.param
-    require(*spec.needs)
+    for name in spec.needs:
+        require_installed(name)
     yield from serve(spec.command, spec.ready, keys_db)
 
 

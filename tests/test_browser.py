@@ -7,20 +7,23 @@ kept in ``artifacts/``.
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers import SECRET, free_port, make_app, running, wait_for
-from playwright.sync_api import Browser, Page, sync_playwright
+from needs import require_module, require_tool
 
 from wsauth_sync import CookieToken, QueryToken, SubprotocolToken, WebSocketServer
 from wsauth_sync.echo import WELCOME, demo_page
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,9 +34,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is installed by tests/install-system-deps.sh"
-    with sync_playwright() as playwright:
+    sync_api = require_module("playwright.sync_api")
+    executable = require_tool("chromium")
+    with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True,
                                              args=CHROMIUM_FLAGS)
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import SECRET, make_app, running, wait_for, ws_url
+from needs import NODE_MODULES, require_folder, require_tool
 
 from wsauth_sync import BearerToken, CookieToken, QueryToken, SubprotocolToken, WebSocketServer
 from wsauth_sync.echo import WELCOME
@@ -25,9 +25,8 @@ ORIGIN = "https://app.example"
 
 
 def node_client(**options: Any) -> dict[str, Any]:
-    node = shutil.which("node")
-    assert node and (NODE_DIR / "node_modules" / "ws").is_dir(), \
-        "node and the ws package are installed by tests/install-system-deps.sh"
+    node = require_tool("node")
+    require_folder("ws", NODE_DIR / "node_modules" / "ws", NODE_MODULES)
     completed = subprocess.run([node, str(NODE_DIR / "client.mjs"), json.dumps(options)],
                                capture_output=True, text=True, timeout=30, cwd=NODE_DIR)
     assert completed.returncode == 0, completed.stderr
