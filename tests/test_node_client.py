@@ -10,6 +10,7 @@ import base64
 import json
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 ORIGIN = "https://app.example"
 
 
-def node_client(**options: Any) -> dict[str, Any]:
+def require_node() -> str:
+    """Node, with the ws package installed next to the client script."""
     node = require_tool("node")
     require_folder("ws", NODE_DIR / "node_modules" / "ws", NODE_MODULES)
+    return node
+
+
+def node_client(**options: Any) -> dict[str, Any]:
+    node = require_node()
     completed = subprocess.run([node, str(NODE_DIR / "client.mjs"), json.dumps(options)],
                                capture_output=True, text=True, timeout=30, cwd=NODE_DIR)
     assert completed.returncode == 0, completed.stderr
@@ -34,12 +41,12 @@ def node_client(**options: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server() -> WebSocketServer:
+def server() -> Iterator[WebSocketServer]:
     app = make_app(sources=[QueryToken(), BearerToken(), SubprotocolToken(), CookieToken()],
                    allowed_origins=[ORIGIN], allow_missing_origin=True,
                    max_message_size=4096)
     with running(app) as srv:
-        yield srv  # type: ignore[misc]
+        yield srv
 
 
 @pytest.mark.parametrize("source", ["query", "bearer", "subprotocol", "cookie"])
@@ -82,6 +89,7 @@ def test_server_close_codes_reach_node(server: WebSocketServer) -> None:
 
 
 def test_node_sees_1001_on_shutdown() -> None:
+    require_node()  # here, not on the client's thread
     with running(make_app(sources=[QueryToken()])) as srv:
         results: list[dict[str, Any]] = []
         # After the welcome the client just stays connected, until the server stops.
