@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from typing import IO
 
 import h11
 
@@ -144,7 +145,7 @@ def read_frames(sock: socket.socket, count: int, timeout: float = 3.0) -> list[t
     """Read ``count`` unmasked server frames as ``(opcode, payload)``."""
     sock.settimeout(timeout)
     buffer = b""
-    frames = []
+    frames: list[tuple[int, bytes]] = []
 
     def need(n: int) -> None:
         nonlocal buffer
@@ -204,13 +205,16 @@ class ServerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
-        for stream in (self.process.stdout, self.process.stderr):
-            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
+                       for stream in (self.process.stdout, self.process.stderr)]
+        for pump in self._pumps:
+            pump.start()
 
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.append(line.rstrip("\n"))
-            self._new.put(line.rstrip("\n"))
+    def _pump(self, stream: IO[str]) -> None:
+        with stream:  # closed at end of output, so no pipe outlives the process
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
+                self._new.put(line.rstrip("\n"))
 
     def expect(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         """Wait (bounded) for an output line matching ``pattern``."""
@@ -239,6 +243,9 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(timeout=5)
             raise
+        finally:
+            for pump in self._pumps:  # the rest of the output, and the pipes closed
+                pump.join(timeout=5)
 
 
 def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,

@@ -128,7 +128,7 @@ def test_cookie_is_scoped_to_the_socket_path_and_cleared_after_use(
     page.evaluate("setTokenCookie('probe')")  # what the page sets just before connecting
     (cookie,) = token_cookies(page)
     assert (cookie["path"], cookie["sameSite"], cookie["secure"]) == ("/ws", "Strict", False)
-    assert 0 < float(cookie["expires"]) - time.time() <= 61  # short-lived even if never used
+    assert 0 < float(str(cookie["expires"])) - time.time() <= 61  # short-lived even if never used
 
 
 def test_cookie_is_secure_over_https(browser: Browser, tmp_path: Path) -> None:
@@ -217,5 +217,6 @@ def test_cross_origin_page_is_refused_even_with_the_cookie(
         context.close()
         evil.shutdown()
         thread.join(5)
+        evil.server_close()
     assert wait_for(lambda: any("status=403 reason=origin_not_allowed" in r.getMessage()
                                 for r in logs.records))

@@ -83,7 +83,7 @@ def follow(hint: str) -> str:
         options["additional_headers"] = {name: header_value}
     elif kind == "subprotocols":
         options["subprotocols"] = value.split(", ")
-    with connect(url, open_timeout=5, **options) as ws:  # type: ignore[arg-type]
+    with connect(url, open_timeout=5, **options) as ws:  # type: ignore[call-overload]
         return str(ws.recv(timeout=5))
 
 

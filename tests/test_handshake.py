@@ -8,6 +8,7 @@ verifier was never reached when a cheaper check already refused the request.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from helpers import ACCEPT, KEY, SECRET, handshake_bytes, parse_response, secret_forms
@@ -61,7 +62,7 @@ def decide(data: bytes, *, chunk: int | None = None, **policy: object) -> tuple[
     return result, spy, handshake
 
 
-def rejected(data: bytes, **policy: object) -> tuple[Rejected, int, dict[str, str], bytes, int]:
+def rejected(data: bytes, **policy: Any) -> tuple[Rejected, int, dict[str, str], bytes, int]:
     result, spy, _ = decide(data, **policy)
     assert isinstance(result, Rejected), result
     status, headers, body = parse_response(result.response)

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from helpers import (
@@ -78,9 +79,9 @@ def status_of(server: WebSocketServer, target: str = f"/ws?token={SECRET}",
 # -- A4: Origin allowlist -------------------------------------------------------------------
 
 @pytest.fixture
-def origin_server() -> WebSocketServer:
+def origin_server() -> Iterator[WebSocketServer]:
     with running(make_app(allowed_origins=[APP_ORIGIN, "http://localhost:3000"])) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.mark.parametrize("origin", [

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote_plus
 
 import pytest
@@ -124,7 +125,7 @@ class DrainedProcess(ServerProcess):
         self._lock = threading.Lock()
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def _pump(self, stream: object) -> None:
+    def _pump(self, stream: IO[str]) -> None:
         super()._pump(stream)
         with self._lock:
             self._ended += 1
@@ -296,7 +297,7 @@ def _configure_later(stream: io.StringIO) -> None:
 
 
 def test_redaction_holds_when_the_host_configures_its_loggers_later(host_loggers: None) -> None:
-    from gunicorn.glogging import SafeAtoms
+    from gunicorn.glogging import SafeAtoms  # type: ignore[import-untyped]
     from helpers import make_app
 
     from wsauth_sync import QueryToken

@@ -96,7 +96,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             yield Proxy(http_port, https_port, folder / "wsauth-access.log", ca, app_server)
         finally:
             process.terminate()
-            process.wait(timeout=15)
+            process.communicate(timeout=15)  # waits, and closes the pipe
 
 
 def test_upgrade_is_proxied(proxy: Proxy) -> None:

@@ -47,7 +47,7 @@ def sql(pg: Cluster, statement: str, *params: object) -> list[tuple[Any, ...]]:
     import psycopg  # PostgreSQL's tests only: the rest runs without it
 
     with psycopg.connect(pg.dsn, autocommit=True) as db:
-        return db.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        return db.execute(statement, params).fetchall()
 
 
 def listeners(pg: Cluster) -> set[int]:

@@ -229,6 +229,7 @@ def test_middleware_and_socket_server_give_the_same_answer(data: bytes) -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
     assert direct[0] == via_wsgi[0]
     assert {k: v for k, v in direct[1].items() if k in relevant} == \
         {k: v for k, v in via_wsgi[1].items() if k in relevant}
@@ -250,6 +251,7 @@ def test_eager_first_frame_is_not_lost_under_werkzeug() -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
 
 
 def test_server_without_socket_access_is_refused_with_a_clear_error(
@@ -266,6 +268,7 @@ def test_server_without_socket_access_is_refused_with_a_clear_error(
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
     assert status == 501
     assert body == b"501 Not Implemented\n"
     errors = [r.getMessage() for r in logs.records if r.levelname == "ERROR"]
@@ -288,6 +291,7 @@ def test_other_paths_pass_through_untouched() -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
     assert calls == ["/other", "/ws/sub"]
     assert parse_response(raw)[0] == 200
 
@@ -311,6 +315,7 @@ def test_no_worker_thread_outlives_its_websocket() -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
 
 
 def test_no_stray_bytes_after_the_close(host: Running) -> None:
