@@ -12,7 +12,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 import h11
@@ -25,6 +25,7 @@ from wsauth_sync import (
     WebSocketApp,
     WebSocketServer,
 )
+from wsauth_sync.core.handshake import Decision, ServerHandshake
 from wsauth_sync.echo import echo
 
 #: The one valid token of the test apps. Leak checks search for it and its encodings.
@@ -256,14 +257,45 @@ def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,
         server.address, timeout=timeout,
         source_address=(source_ip, 0) if source_ip else None)
     sock.sendall(handshake_bytes(target, extra=extra))
+    read_101(sock)
+    return sock
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """A response head, read byte by byte so that nothing after it (the first WebSocket
+    frames) is consumed; what arrived, if the server closed first."""
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
         if not chunk:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
+            return head
         head += chunk
+    return head
+
+
+def read_101(sock: socket.socket) -> bytes:
+    """The head of a ``101 Switching Protocols``; ConnectionError if the server closed."""
+    head = read_head(sock)
+    if not head.endswith(b"\r\n\r\n"):
+        raise ConnectionError(f"closed during the handshake: {head!r}")
     assert head.startswith(b"HTTP/1.1 101 "), head
-    return sock
+    return head
+
+
+def feed(handshake: ServerHandshake, pieces: Iterable[bytes]) -> Decision | None:
+    """Feed ``pieces`` to the core until it decides, then the end of the stream if it
+    still needs more: what a shell does with the reads of one connection."""
+    for piece in pieces:
+        if piece:
+            result = handshake.receive_data(piece)
+            if result is not None:
+                return result
+    return handshake.receive_data(b"")
+
+
+def split(data: bytes, step: int) -> list[bytes]:
+    """``data`` in pieces of ``step`` bytes, as a slow client sends it."""
+    return [data[start:start + step] for start in range(0, len(data), step)]
 
 
 def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:

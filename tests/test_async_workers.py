@@ -29,6 +29,7 @@ from helpers import (
     close_code,
     frame,
     handshake_bytes,
+    read_101,
     read_frames,
     read_until_closed,
     wait_for,
@@ -110,13 +111,7 @@ def open_ws(port: int, target: str, timeout: float = 10.0) -> socket.socket:
     """A socket past the 101 and the welcome message."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.sendall(handshake_bytes(target))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101 "), head
+    read_101(sock)
     assert read_frames(sock, 1, timeout)[0] == (0x1, WELCOME.encode())
     return sock
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import read_until_closed, running, wait_for
+from helpers import read_frames, read_head, read_until_closed, running, wait_for
 
 from wsauth_sync import WebSocketApp, WebSocketServer
 from wsauth_sync.core import checks, policy
@@ -58,13 +58,9 @@ def send(server: WebSocketServer, request: str, *, until_closed: bool = True) ->
         sock.sendall(as_bytes(request))
         if until_closed:
             return read_until_closed(sock, timeout=5)
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 37:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        head = read_head(sock)
+        (frame,) = read_frames(sock, 1)  # the welcome, to compare with the page's bytes
+        return head + bytes([0x80 | frame[0], len(frame[1])]) + frame[1]
 
 
 def test_the_page_computes_the_rfc_accept_value() -> None:

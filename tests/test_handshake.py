@@ -11,7 +11,7 @@ import base64
 from typing import Any
 
 import pytest
-from helpers import ACCEPT, KEY, SECRET, handshake_bytes, parse_response, secret_forms
+from helpers import ACCEPT, KEY, SECRET, feed, handshake_bytes, parse_response, secret_forms, split
 
 from wsauth_sync import (
     Accept,
@@ -51,15 +51,7 @@ def decide(data: bytes, *, chunk: int | None = None, **policy: object) -> tuple[
     }
     options.update(policy)
     handshake = ServerHandshake(HandshakePolicy(verifier=spy, **options))  # type: ignore[arg-type]
-    result: Accept | Rejected | None = None
-    step = chunk or len(data)
-    for start in range(0, len(data), step):
-        result = handshake.receive_data(data[start:start + step])
-        if result is not None:
-            break
-    else:
-        result = handshake.receive_data(b"")
-    return result, spy, handshake
+    return feed(handshake, split(data, chunk or len(data))), spy, handshake
 
 
 def rejected(data: bytes, **policy: Any) -> tuple[Rejected, int, dict[str, str], bytes, int]:

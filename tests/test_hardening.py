@@ -25,6 +25,7 @@ from helpers import (
     open_raw_ws,
     parse_response,
     read_frames,
+    read_head,
     read_until_closed,
     running,
     wait_for,
@@ -63,12 +64,7 @@ def status_of(server: WebSocketServer, target: str = f"/ws?token={SECRET}",
     """Status and headers of the answer to one handshake (a 101 is not waited out)."""
     with connect_raw(server) as sock:
         sock.sendall(handshake_bytes(target, extra=extra))
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_head(sock)
         if not data.startswith(b"HTTP/1.1 101 "):
             data += read_until_closed(sock)
     status, headers, _ = parse_response(data.split(b"\r\n\r\n")[0] + b"\r\n\r\n"

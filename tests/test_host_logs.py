@@ -31,6 +31,7 @@ from helpers import (
     ServerProcess,
     frame,
     handshake_bytes,
+    read_head,
     secret_forms,
     wait_for,
 )
@@ -144,12 +145,7 @@ class Outcome:
 
 
 def _status(sock: socket.socket) -> tuple[int, bytes]:
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)  # byte by byte: nothing past the head is consumed
-        if not chunk:
-            break
-        head += chunk
+    head = read_head(sock)  # nothing past the head is consumed
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     return (int(match.group(1)) if match else 0), head
 

@@ -24,7 +24,9 @@ from helpers import (
     handshake_bytes,
     make_app,
     parse_response,
+    read_101,
     read_frames,
+    read_head,
     read_until_closed,
     running,
     secret_forms,
@@ -197,9 +199,7 @@ def test_failing_verifier_gives_503_and_the_server_keeps_serving() -> None:
 def test_eager_first_frame_sent_with_the_head_is_not_lost(server: WebSocketServer) -> None:
     with connect_raw(server) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={SECRET}") + frame(0x1, b"hi"))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+        head = read_head(sock)
         assert parse_response(head)[1]["sec-websocket-accept"] == ACCEPT
         assert read_frames(sock, 2) == [(0x1, WELCOME.encode()), (0x1, b"You said: hi")]
 
@@ -218,9 +218,7 @@ def test_message_over_the_size_limit_closes_with_1009() -> None:
 def test_size_limit_counts_across_fragments() -> None:
     with running(make_app(max_message_size=1024)) as server, connect_raw(server) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={SECRET}"))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+        read_101(sock)
         assert read_frames(sock, 1) == [(0x1, WELCOME.encode())]
         sock.sendall(frame(0x1, b"a" * 600, fin=False) + frame(0x0, b"b" * 600))
         opcode, payload = read_frames(sock, 1)[0]
@@ -242,9 +240,7 @@ def test_default_size_limit_is_one_mebibyte(server: WebSocketServer) -> None:
 def test_unmasked_client_frame_closes_with_1002(server: WebSocketServer) -> None:
     with connect_raw(server) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={SECRET}") + frame(0x1, b"hi", mask=False))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+        read_101(sock)
         frames = read_frames(sock, 2)
         assert frames[1][0] == 0x8
         assert int.from_bytes(frames[1][1][:2], "big") == 1002

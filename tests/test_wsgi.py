@@ -26,6 +26,7 @@ from helpers import (
     handshake_bytes,
     make_app,
     parse_response,
+    read_101,
     read_frames,
     read_until_closed,
     running,
@@ -243,10 +244,7 @@ def test_eager_first_frame_is_not_lost_under_werkzeug() -> None:
     try:
         with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
             sock.sendall(handshake_bytes(f"/ws?token={SECRET}") + frame(0x1, b"early"))
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(1)
-            assert head.startswith(b"HTTP/1.1 101 ")
+            read_101(sock)
             assert read_frames(sock, 2)[1] == (0x1, b"You said: early")
     finally:
         server.shutdown()
@@ -324,10 +322,7 @@ def test_no_stray_bytes_after_the_close(host: Running) -> None:
 
     with socket.create_connection(("127.0.0.1", host.port), timeout=5) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={SECRET}"))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101 ")
+        read_101(sock)
         assert read_frames(sock, 1)[0][0] == 0x1  # the welcome
         sock.sendall(frame(0x8, b"\x03\xe8"))  # we close: 1000
         opcode, payload = read_frames(sock, 1)[0]
