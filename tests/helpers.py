@@ -12,7 +12,8 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 import h11
 
@@ -24,6 +25,7 @@ from wsauth_sync import (
     WebSocketApp,
     WebSocketServer,
 )
+from wsauth_sync.core.handshake import Decision, ServerHandshake
 from wsauth_sync.echo import echo
 
 #: The one valid token of the test apps. Leak checks search for it and its encodings.
@@ -144,7 +146,7 @@ def read_frames(sock: socket.socket, count: int, timeout: float = 3.0) -> list[t
     """Read ``count`` unmasked server frames as ``(opcode, payload)``."""
     sock.settimeout(timeout)
     buffer = b""
-    frames = []
+    frames: list[tuple[int, bytes]] = []
 
     def need(n: int) -> None:
         nonlocal buffer
@@ -204,13 +206,16 @@ class ServerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
-        for stream in (self.process.stdout, self.process.stderr):
-            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
+                       for stream in (self.process.stdout, self.process.stderr)]
+        for pump in self._pumps:
+            pump.start()
 
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.append(line.rstrip("\n"))
-            self._new.put(line.rstrip("\n"))
+    def _pump(self, stream: IO[str]) -> None:
+        with stream:  # closed at end of output, so no pipe outlives the process
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
+                self._new.put(line.rstrip("\n"))
 
     def expect(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         """Wait (bounded) for an output line matching ``pattern``."""
@@ -239,6 +244,9 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(timeout=5)
             raise
+        finally:
+            for pump in self._pumps:  # the rest of the output, and the pipes closed
+                pump.join(timeout=5)
 
 
 def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,
@@ -249,14 +257,45 @@ def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,
         server.address, timeout=timeout,
         source_address=(source_ip, 0) if source_ip else None)
     sock.sendall(handshake_bytes(target, extra=extra))
+    read_101(sock)
+    return sock
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """A response head, read byte by byte so that nothing after it (the first WebSocket
+    frames) is consumed; what arrived, if the server closed first."""
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
         if not chunk:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
+            return head
         head += chunk
+    return head
+
+
+def read_101(sock: socket.socket) -> bytes:
+    """The head of a ``101 Switching Protocols``; ConnectionError if the server closed."""
+    head = read_head(sock)
+    if not head.endswith(b"\r\n\r\n"):
+        raise ConnectionError(f"closed during the handshake: {head!r}")
     assert head.startswith(b"HTTP/1.1 101 "), head
-    return sock
+    return head
+
+
+def feed(handshake: ServerHandshake, pieces: Iterable[bytes]) -> Decision | None:
+    """Feed ``pieces`` to the core until it decides, then the end of the stream if it
+    still needs more: what a shell does with the reads of one connection."""
+    for piece in pieces:
+        if piece:
+            result = handshake.receive_data(piece)
+            if result is not None:
+                return result
+    return handshake.receive_data(b"")
+
+
+def split(data: bytes, step: int) -> list[bytes]:
+    """``data`` in pieces of ``step`` bytes, as a slow client sends it."""
+    return [data[start:start + step] for start in range(0, len(data), step)]
 
 
 def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:

@@ -21,14 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 from helpers import free_port
-
-
-def _binaries() -> str:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if not found:
-        pytest.fail("PostgreSQL server binaries are missing: run the README's test command "
-                    "(it installs Debian's postgresql package)")
-    return os.path.dirname(found[-1])
+from needs import require_postgresql
 
 
 def _as_owner(command: list[str]) -> list[str]:
@@ -108,7 +101,7 @@ def _wait_for_tcp(port: int) -> None:
 @contextlib.contextmanager
 def cluster() -> Iterator[Cluster]:
     """Start a cluster in a temporary folder; stop and delete it on exit."""
-    bindir = _binaries()
+    bindir = require_postgresql()  # skips (or fails under WSAUTH_REQUIRE_ALL=1)
     folder = tempfile.mkdtemp(prefix="wsauth-pg-")
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")

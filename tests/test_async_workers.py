@@ -12,7 +12,6 @@ is tested with its own ``eventlet.wsgi.server``.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import struct
 import sys
@@ -30,10 +29,12 @@ from helpers import (
     close_code,
     frame,
     handshake_bytes,
+    read_101,
     read_frames,
     read_until_closed,
     wait_for,
 )
+from needs import require_installed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -69,13 +70,6 @@ GREEN_HOSTS = [
 ]
 
 
-def require(*modules: str) -> None:
-    """Fail (not skip) with the fix when a server this test needs is not installed."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: python3 -m pip install -e '.[test]'")
-
-
 @dataclass
 class Served:
     process: ServerProcess
@@ -106,7 +100,8 @@ def serve(command: list[str], ready: str, keys_db: str) -> Iterator[Served]:
 @pytest.fixture(scope="module", params=GREEN_HOSTS, ids=[h.name for h in GREEN_HOSTS])
 def green(request: pytest.FixtureRequest, keys_db: str) -> Iterator[Served]:
     spec: GreenHost = request.param
-    require(*spec.needs)
+    for name in spec.needs:
+        require_installed(name)
     yield from serve(spec.command, spec.ready, keys_db)
 
 
@@ -116,13 +111,7 @@ def open_ws(port: int, target: str, timeout: float = 10.0) -> socket.socket:
     """A socket past the 101 and the welcome message."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.sendall(handshake_bytes(target))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101 "), head
+    read_101(sock)
     assert read_frames(sock, 1, timeout)[0] == (0x1, WELCOME.encode())
     return sock
 

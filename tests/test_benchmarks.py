@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from needs import require_tool
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def test_every_benchmark_server_completes_one_round() -> None:
+    require_tool("node")
+    require_tool("npm")  # run.py installs the load generator's ws package when missing
     completed = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick"],
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]

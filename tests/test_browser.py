@@ -7,20 +7,23 @@ kept in ``artifacts/``.
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers import SECRET, free_port, make_app, running, wait_for
-from playwright.sync_api import Browser, Page, sync_playwright
+from needs import require_module, require_tool
 
 from wsauth_sync import CookieToken, QueryToken, SubprotocolToken, WebSocketServer
 from wsauth_sync.echo import WELCOME, demo_page
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,9 +34,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is installed by tests/install-system-deps.sh"
-    with sync_playwright() as playwright:
+    sync_api = require_module("playwright.sync_api")
+    executable = require_tool("chromium")
+    with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True,
                                              args=CHROMIUM_FLAGS)
         try:
@@ -125,7 +128,7 @@ def test_cookie_is_scoped_to_the_socket_path_and_cleared_after_use(
     page.evaluate("setTokenCookie('probe')")  # what the page sets just before connecting
     (cookie,) = token_cookies(page)
     assert (cookie["path"], cookie["sameSite"], cookie["secure"]) == ("/ws", "Strict", False)
-    assert 0 < float(cookie["expires"]) - time.time() <= 61  # short-lived even if never used
+    assert 0 < float(str(cookie["expires"])) - time.time() <= 61  # short-lived even if never used
 
 
 def test_cookie_is_secure_over_https(browser: Browser, tmp_path: Path) -> None:
@@ -214,6 +217,7 @@ def test_cross_origin_page_is_refused_even_with_the_cookie(
         context.close()
         evil.shutdown()
         thread.join(5)
+        evil.server_close()
     assert wait_for(lambda: any("status=403 reason=origin_not_allowed" in r.getMessage()
                                 for r in logs.records))
 

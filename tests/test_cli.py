@@ -27,6 +27,7 @@ from helpers import (
     free_port,
     handshake_bytes,
     read_frames,
+    read_head,
     read_until_closed,
 )
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -83,7 +84,7 @@ def follow(hint: str) -> str:
         options["additional_headers"] = {name: header_value}
     elif kind == "subprotocols":
         options["subprotocols"] = value.split(", ")
-    with connect(url, open_timeout=5, **options) as ws:  # type: ignore[arg-type]
+    with connect(url, open_timeout=5, **options) as ws:  # type: ignore[call-overload]
         return str(ws.recv(timeout=5))
 
 
@@ -324,9 +325,7 @@ def test_max_connections_flag() -> None:
         while True:
             with socket.create_connection((host, int(port)), timeout=5) as again:
                 again.sendall(handshake_bytes(f"/ws?token={SECRET}"))
-                head = b""
-                while b"\r\n\r\n" not in head and (chunk := again.recv(1)):
-                    head += chunk
+                head = read_head(again)
                 if head.startswith(b"HTTP/1.1 101 "):
                     assert read_frames(again, 1, timeout=5) == [(1, WELCOME.encode())]
                     break

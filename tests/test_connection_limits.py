@@ -107,7 +107,7 @@ def rss_bytes(pid: int) -> int:
 
 def unfinished_message(address: tuple[str, int]) -> None:
     """One connection: a 1000 KiB frame with FIN=0, proof the server read it, then gone."""
-    with open_raw_ws(_Address(address), timeout=10) as sock:
+    with open_raw_ws(_Address(address), timeout=10) as sock:  # type: ignore[arg-type]
         sock.sendall(zero_masked(0x2, bytes(1000 * 1024), fin=False))
         sock.sendall(frame(0x9, b"sync"))  # a Ping may sit between fragments (§5.4)
         # The welcome, then the Pong: the server has read everything before the Ping.

@@ -22,7 +22,7 @@ from pathlib import Path
 import jwt
 import pytest
 from helpers import ServerProcess, free_port, wait_for
-from test_async_workers import require
+from needs import require_installed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -52,7 +52,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    require("django")
+    require_installed("django")
     port = free_port()
     env = {"DJANGO_ECHO_DB": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
            "DJANGO_ECHO_ORIGINS": f"http://127.0.0.1:{port}",

@@ -122,9 +122,16 @@ def run_client(command: str) -> None:
     client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, cwd=str(ROOT))
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in client.stdout or ()],
-                     daemon=True).start()
-    seen = []
+
+    def pump() -> None:
+        assert client.stdout is not None
+        with client.stdout:  # closed at its end, so no pipe outlives the client
+            for line in client.stdout:
+                lines.put(line)
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    seen: list[str] = []
     try:
         for expected, then_type in (("< Welcome", "hello\n"), ("< You said: hello", None)):
             while not any(expected in line for line in seen):
@@ -139,6 +146,9 @@ def run_client(command: str) -> None:
         if client.poll() is None:
             client.kill()
             client.wait(5)
+        if client.stdin is not None:
+            client.stdin.close()
+        pumper.join(5)
 
 
 @pytest.mark.parametrize(("example", "command"), server_commands(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from helpers import SECRET, frame, handshake_bytes, make_app, open_raw_ws, running, ws_url
+from helpers import SECRET, feed, frame, handshake_bytes, make_app, open_raw_ws, running, ws_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
@@ -24,16 +24,11 @@ VALID = handshake_bytes(f"/ws?token={SECRET}")
 
 
 def run_core(data: bytes, chunks: list[int]) -> Accept | Rejected | None:
-    handshake = ServerHandshake(POLICY)
-    position = 0
+    pieces, position = [], 0
     for size in [*chunks, len(data)]:
-        piece = data[position:position + size]
+        pieces.append(data[position:position + size])
         position += size
-        if piece:
-            result = handshake.receive_data(piece)
-            if result is not None:
-                return result
-    return handshake.receive_data(b"")
+    return feed(ServerHandshake(POLICY), pieces)
 
 
 def assert_sane(result: Accept | Rejected | None, data: bytes) -> None:

@@ -8,9 +8,10 @@ verifier was never reached when a cheaper check already refused the request.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
-from helpers import ACCEPT, KEY, SECRET, handshake_bytes, parse_response, secret_forms
+from helpers import ACCEPT, KEY, SECRET, feed, handshake_bytes, parse_response, secret_forms, split
 
 from wsauth_sync import (
     Accept,
@@ -50,18 +51,10 @@ def decide(data: bytes, *, chunk: int | None = None, **policy: object) -> tuple[
     }
     options.update(policy)
     handshake = ServerHandshake(HandshakePolicy(verifier=spy, **options))  # type: ignore[arg-type]
-    result: Accept | Rejected | None = None
-    step = chunk or len(data)
-    for start in range(0, len(data), step):
-        result = handshake.receive_data(data[start:start + step])
-        if result is not None:
-            break
-    else:
-        result = handshake.receive_data(b"")
-    return result, spy, handshake
+    return feed(handshake, split(data, chunk or len(data))), spy, handshake
 
 
-def rejected(data: bytes, **policy: object) -> tuple[Rejected, int, dict[str, str], bytes, int]:
+def rejected(data: bytes, **policy: Any) -> tuple[Rejected, int, dict[str, str], bytes, int]:
     result, spy, _ = decide(data, **policy)
     assert isinstance(result, Rejected), result
     status, headers, body = parse_response(result.response)
@@ -123,48 +116,50 @@ def test_eager_frame_after_the_head_is_kept_as_trailing_data() -> None:
     assert handshake.trailing_data == frame
 
 
-# -- H-01..H-12: the request is not a valid opening handshake ---------------------------
+# -- not a valid opening handshake (RFC 6455 §4.2.1 item by item) -------------------------
 
 INVALID = [
-    # id, request bytes, status, reason, header that must be present (name, value)
-    ("H-01 POST", valid().replace(b"GET", b"POST", 1), 405, "method_not_allowed",
+    # id, request bytes, status, reason, header that must be present (name, value); the id
+    # names what the request breaks: "4.2.1/N" is RFC 6455 §4.2.1 item N.
+    ("4.2.1/1: POST", valid().replace(b"GET", b"POST", 1), 405, "method_not_allowed",
      ("allow", "GET")),
-    ("H-02 HTTP/1.0", valid().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 505,
+    ("4.2.1/1: HTTP/1.0", valid().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 505,
      "http_version_not_supported", None),
-    ("H-03 no Host", replace_line("Host", None), 400, "malformed_request", None),
-    ("H-03 two Hosts", valid(extra="Host: other\r\n"), 400, "malformed_request", None),
-    ("H-09 unknown path", valid(f"/nope?token={SECRET}"), 404, "unknown_path", None),
-    ("H-04 no Upgrade", replace_line("Upgrade", None), 426, "not_websocket_upgrade",
+    ("4.2.1/2: no Host", replace_line("Host", None), 400, "malformed_request", None),
+    ("4.2.1/2: two Hosts", valid(extra="Host: other\r\n"), 400, "malformed_request", None),
+    ("served path: unknown path", valid(f"/nope?token={SECRET}"), 404, "unknown_path", None),
+    ("4.2.1/3: no Upgrade", replace_line("Upgrade", None), 426, "not_websocket_upgrade",
      ("upgrade", "websocket")),
-    ("H-04 Upgrade h2c", replace_line("Upgrade", "Upgrade: h2c"), 426,
+    ("4.2.1/3: Upgrade h2c", replace_line("Upgrade", "Upgrade: h2c"), 426,
      "not_websocket_upgrade", ("upgrade", "websocket")),
-    ("H-05 keep-alive only", replace_line("Connection", "Connection: keep-alive"), 426,
+    ("4.2.1/4: keep-alive only", replace_line("Connection", "Connection: keep-alive"), 426,
      "no_connection_upgrade", ("upgrade", "websocket")),
-    ("H-06 no key", replace_line("Sec-WebSocket-Key", None), 400, "missing_key", None),
-    ("H-06 two keys", valid(extra=f"Sec-WebSocket-Key: {KEY}\r\n"), 400,
+    ("4.2.1/5: no key", replace_line("Sec-WebSocket-Key", None), 400, "missing_key", None),
+    ("4.2.1/5: two keys", valid(extra=f"Sec-WebSocket-Key: {KEY}\r\n"), 400,
      "duplicate_sec-websocket-key", None),
-    ("H-06 8-byte key", valid(key="P5l8BJcZwRc="), 400, "bad_key", None),
-    ("H-06 unpadded key", valid(key="dGhlIHNhbXBsZSBub25jZQ"), 400, "bad_key", None),
-    ("H-06 not base64", valid(key="<not Base64 data>"), 400, "bad_key", None),
-    ("H-07 no version", replace_line("Sec-WebSocket-Version", None), 400, "missing_version",
+    ("4.2.1/5: 8-byte key", valid(key="P5l8BJcZwRc="), 400, "bad_key", None),
+    ("4.2.1/5: unpadded key", valid(key="dGhlIHNhbXBsZSBub25jZQ"), 400, "bad_key", None),
+    ("4.2.1/5: not base64", valid(key="<not Base64 data>"), 400, "bad_key", None),
+    ("4.2.1/6: no version", replace_line("Sec-WebSocket-Version", None), 400, "missing_version",
      None),
-    ("H-07 version 8", replace_line("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8"), 426,
+    ("4.2.1/6: version 8", replace_line("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8"), 426,
      "unsupported_version", ("sec-websocket-version", "13")),
-    ("H-07 two versions", valid(extra="Sec-WebSocket-Version: 13\r\n"), 400,
+    ("4.2.1/6: two versions", valid(extra="Sec-WebSocket-Version: 13\r\n"), 400,
      "duplicate_version", None),
-    ("H-08 chunked body", valid(extra="Transfer-Encoding: chunked\r\n"), 400, "request_body",
-     None),
-    ("H-08 content-length 5", valid(extra="Content-Length: 5\r\n"), 400, "request_body", None),
-    ("H-10 bad IDNA host", replace_line("Host", "Host: xn--a"), 400, "bad_host", None),
-    ("H-10 non-ASCII protocol", valid(extra="Sec-WebSocket-Protocol: tok\xff\r\n"), 400,
+    ("GET has no body: chunked body", valid(extra="Transfer-Encoding: chunked\r\n"), 400,
+     "request_body", None),
+    ("GET has no body: content-length 5", valid(extra="Content-Length: 5\r\n"), 400,
+     "request_body", None),
+    ("field syntax: bad IDNA host", replace_line("Host", "Host: xn--a"), 400, "bad_host", None),
+    ("field syntax: non-ASCII protocol", valid(extra="Sec-WebSocket-Protocol: tok\xff\r\n"), 400,
      "non_ascii_header", None),
-    ("H-10 non-ASCII connection", replace_line("Connection", "Connection: Upgrade\xff"), 400,
-     "non_ascii_header", None),
-    ("H-11 TLS ClientHello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400,
+    ("field syntax: non-ASCII connection",
+     replace_line("Connection", "Connection: Upgrade\xff"), 400, "non_ascii_header", None),
+    ("not HTTP: TLS ClientHello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400,
      "malformed_request", None),
-    ("H-11 SMTP", b"HELO relay.invalid\r\n\r\n", 400, "malformed_request", None),
-    ("H-11 NUL", b"\x00\r\n\r\n", 400, "malformed_request", None),
-    ("R-10 huge content-length", valid(extra="Content-Length: " + "9" * 15000 + "\r\n"), 431,
+    ("not HTTP: SMTP", b"HELO relay.invalid\r\n\r\n", 400, "malformed_request", None),
+    ("not HTTP: NUL", b"\x00\r\n\r\n", 400, "malformed_request", None),
+    ("head limit: huge content-length", valid(extra="Content-Length: " + "9" * 15000 + "\r\n"), 431,
      "header_line_too_long", None),
 ]
 
@@ -193,15 +188,16 @@ def test_426_for_bad_version_also_names_the_upgrade() -> None:
 
 
 ACCEPTED_VARIANTS = [
-    ("H-04 Upgrade: WebSocket", replace_line("Upgrade", "Upgrade: WebSocket")),
-    ("H-05 Firefox Connection list", replace_line("Connection", "Connection: keep-alive, Upgrade")),
-    ("H-05 split Connection headers", replace_line(
+    ("4.2.1/3: Upgrade: WebSocket", replace_line("Upgrade", "Upgrade: WebSocket")),
+    ("4.2.1/4: Firefox Connection list",
+     replace_line("Connection", "Connection: keep-alive, Upgrade")),
+    ("4.2.1/4: split Connection headers", replace_line(
         "Connection", "Connection: keep-alive\r\nConnection: upgrade")),
-    ("H-06 WHATWG key with non-zero padding bits", valid(key="AQIDBAUGBwgJCgsMDQ4PEC==")),
-    ("H-08 Content-Length: 0", valid(extra="Content-Length: 0\r\n")),
-    ("R-03 hostile extension names", valid(
+    ("4.2.1/5: WHATWG key with non-zero padding bits", valid(key="AQIDBAUGBwgJCgsMDQ4PEC==")),
+    ("GET has no body: Content-Length: 0", valid(extra="Content-Length: 0\r\n")),
+    ("§9.1 extensions: hostile extension names", valid(
         extra="Sec-WebSocket-Extensions: __class__; __dict__=1, constructor, __proto__\r\n")),
-    ("H-23 deflate offered", valid(
+    ("§9.1 extensions: deflate offered", valid(
         extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n")),
 ]
 
@@ -261,7 +257,7 @@ def test_truncated_head_is_400() -> None:
     assert (status, result.error.reason) == (400, "incomplete_request")
 
 
-# -- E-01: authentication ----------------------------------------------------------------
+# -- authentication (RFC 6750) ------------------------------------------------------------
 
 def test_missing_token_is_401_with_a_plain_challenge() -> None:
     result, status, headers, body, calls = rejected(valid("/ws"))
@@ -440,7 +436,7 @@ def test_rejections_never_echo_request_values() -> None:
         assert marker.encode() not in result.response
 
 
-# -- A head parsed by another server gets the wire's checks, without being re-parsed --------
+# -- A head parsed by another server gets the wire's checks, without being re-parsed ------
 
 def _fields(data: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
     """Split raw head bytes the way a host server would hand them over (no validation)."""

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from helpers import (
@@ -24,6 +25,7 @@ from helpers import (
     open_raw_ws,
     parse_response,
     read_frames,
+    read_head,
     read_until_closed,
     running,
     wait_for,
@@ -62,12 +64,7 @@ def status_of(server: WebSocketServer, target: str = f"/ws?token={SECRET}",
     """Status and headers of the answer to one handshake (a 101 is not waited out)."""
     with connect_raw(server) as sock:
         sock.sendall(handshake_bytes(target, extra=extra))
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_head(sock)
         if not data.startswith(b"HTTP/1.1 101 "):
             data += read_until_closed(sock)
     status, headers, _ = parse_response(data.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
@@ -75,12 +72,12 @@ def status_of(server: WebSocketServer, target: str = f"/ws?token={SECRET}",
     return status, headers
 
 
-# -- A4: Origin allowlist -------------------------------------------------------------------
+# -- Origin allowlist (RFC 6455 §10.2, RFC 6454) -------------------------------------------
 
 @pytest.fixture
-def origin_server() -> WebSocketServer:
+def origin_server() -> Iterator[WebSocketServer]:
     with running(make_app(allowed_origins=[APP_ORIGIN, "http://localhost:3000"])) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.mark.parametrize("origin", [
@@ -154,7 +151,7 @@ def test_origin_appears_in_the_log_line(origin_server: WebSocketServer,
                                 f"origin={APP_ORIGIN}" in r.getMessage() for r in logs.records))
 
 
-# -- L-01, L-02, R-01: heads that are too big or pathological --------------------------------
+# -- heads that are too big or pathological ------------------------------------------------
 
 def test_endless_header_is_cut_off_at_the_limit(server: WebSocketServer) -> None:
     # Stream a header that never ends, 1 KiB at a time, watching for the answer: it
@@ -203,7 +200,7 @@ def test_quoted_cookie_bait_is_answered() -> None:
         assert status == 401
 
 
-# -- L-03, L-04, L-05: slow clients, pending caps, hung verifiers -----------------------------
+# -- slow clients, pending caps, hung verifiers --------------------------------------------
 
 def test_slowloris_is_cut_off_while_a_normal_client_is_served() -> None:
     app = make_app(handshake_timeout=1.0)
@@ -290,7 +287,7 @@ def test_a_hung_verifier_gets_503_without_stalling_others() -> None:
         release.set()
 
 
-# -- L-06..L-11: limits once connected -------------------------------------------------------
+# -- limits once connected -----------------------------------------------------------------
 
 def test_many_tiny_fragments_close_with_1009() -> None:
     with running(make_app(max_fragments=100)) as server:
@@ -411,7 +408,7 @@ def test_valid_close_codes_are_echoed(server: WebSocketServer, code: int) -> Non
         assert (opcode, close_code(payload)) == (0x8, code)
 
 
-# -- L-12: failed-authentication rate limit ---------------------------------------------------
+# -- failed-authentication rate limit ------------------------------------------------------
 
 def test_repeated_failures_get_429_before_the_verifier_and_spare_other_ips() -> None:
     calls: list[str] = []
@@ -463,7 +460,7 @@ def test_rate_limit_can_be_switched_off() -> None:
         assert all(status_of(server, "/ws?token=bad")[0] == 401 for _ in range(30))
 
 
-# -- A9/A10: expiry closes with 1008, reasons never carry tokens -----------------------------
+# -- expiry closes with 1008 (RFC 6455 §7.4.1), reasons never carry tokens -----------------
 
 def test_expired_credential_closes_the_open_connection_with_1008() -> None:
     def verifier(token: str) -> Identity:

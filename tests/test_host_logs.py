@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote_plus
 
 import pytest
@@ -30,6 +31,7 @@ from helpers import (
     ServerProcess,
     frame,
     handshake_bytes,
+    read_head,
     secret_forms,
     wait_for,
 )
@@ -124,7 +126,7 @@ class DrainedProcess(ServerProcess):
         self._lock = threading.Lock()
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def _pump(self, stream: object) -> None:
+    def _pump(self, stream: IO[str]) -> None:
         super()._pump(stream)
         with self._lock:
             self._ended += 1
@@ -143,12 +145,7 @@ class Outcome:
 
 
 def _status(sock: socket.socket) -> tuple[int, bytes]:
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)  # byte by byte: nothing past the head is consumed
-        if not chunk:
-            break
-        head += chunk
+    head = read_head(sock)  # nothing past the head is consumed
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     return (int(match.group(1)) if match else 0), head
 
@@ -296,7 +293,7 @@ def _configure_later(stream: io.StringIO) -> None:
 
 
 def test_redaction_holds_when_the_host_configures_its_loggers_later(host_loggers: None) -> None:
-    from gunicorn.glogging import SafeAtoms
+    from gunicorn.glogging import SafeAtoms  # type: ignore[import-untyped]
     from helpers import make_app
 
     from wsauth_sync import QueryToken

@@ -358,7 +358,7 @@ def test_cache_lookups_never_wait_for_a_fetch_in_progress() -> None:
         return jwk_set("k1")
 
     provider.now = 10.0  # lifespan over
-    cache._fetch = slow_fetch  # type: ignore[method-assign]
+    cache._fetch = slow_fetch
     fetcher = threading.Thread(target=cache.key, args=("k1",))
     fetcher.start()
     try:

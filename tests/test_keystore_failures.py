@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from helpers import (
@@ -59,7 +60,7 @@ def dsn(pg: Cluster) -> str:
 
 def watch(app: object, source: object) -> RevocationWatch:
     """Short revocation interval and backoff, so the tests' bounds stay small."""
-    app.revocations = RevocationWatch(source, interval=INTERVAL,  # type: ignore[attr-defined]
+    app.revocations = RevocationWatch(source, interval=INTERVAL,  # type: ignore[attr-defined,arg-type]
                                       max_backoff=MAX_BACKOFF)
     return app.revocations  # type: ignore[attr-defined,no-any-return]
 
@@ -77,7 +78,7 @@ def revoke(pg: Cluster, key_id: str) -> bool:
     """Revoke as an administrator would, from a connection of its own."""
     admin = PostgresKeyStore(dsn(pg))
     try:
-        return admin.revoke(key_id)
+        return bool(admin.revoke(key_id))
     finally:
         admin.close_connection()
 
@@ -210,7 +211,7 @@ def test_a_query_on_a_frozen_database_gives_up_in_time_and_recovers(pg: Cluster)
         caller.join(10)
         assert not caller.is_alive(), "the query on the frozen server never returned"
     assert results[0] == "svc-a"
-    reason, waited = results[1]  # type: ignore[misc]
+    reason, waited = cast("tuple[str, float]", results[1])
     assert reason == "keystore_error"
     assert waited < 0.5 + 1.0 + 1.5  # query_timeout + CUT_GRACE, with room for load
     verify()
@@ -229,7 +230,7 @@ class KeysOrFixed:
 
     def __call__(self, token: str, /) -> Identity:
         if token.startswith("wsk_"):
-            return self.store(token)
+            return cast(Identity, self.store(token))
         if token == "brief":
             self.expiry[token] = time.time() + self.brief_lifetime
             return Identity(subject="brief", expires_at=self.expiry[token])
@@ -238,7 +239,7 @@ class KeysOrFixed:
         raise InvalidToken("unknown_token")
 
     def revoked_after(self, position: int, /) -> tuple[list[str], int]:
-        return self.store.revoked_after(position)
+        return cast("tuple[list[str], int]", self.store.revoked_after(position))
 
     def revocation_feed(self) -> object:
         return self.store.revocation_feed()

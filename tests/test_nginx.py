@@ -7,7 +7,6 @@ nginx on 127.0.0.1 in the foreground, and stops it by PID.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -28,6 +27,7 @@ from helpers import (
     running,
     wait_for,
 )
+from needs import require_tool
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -59,8 +59,7 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert os.path.exists(nginx), "nginx is installed by tests/install-system-deps.sh"
+    nginx = require_tool("nginx", candidates=("/usr/sbin/nginx",))
     folder = tmp_path_factory.mktemp("nginx")
     os.chmod(folder, 0o755)  # nginx workers (nobody) read the certificate
     ca = trustme.CA()
@@ -97,7 +96,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             yield Proxy(http_port, https_port, folder / "wsauth-access.log", ca, app_server)
         finally:
             process.terminate()
-            process.wait(timeout=15)
+            process.communicate(timeout=15)  # waits, and closes the pipe
 
 
 def test_upgrade_is_proxied(proxy: Proxy) -> None:

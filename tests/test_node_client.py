@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from helpers import (
     wait_for,
     ws_url,
 )
+from needs import NODE_MODULES, require_folder, require_tool
 
 from wsauth_sync import BearerToken, CookieToken, QueryToken, SubprotocolToken, WebSocketServer
 from wsauth_sync.echo import WELCOME, echo
@@ -35,10 +36,15 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 ORIGIN = "https://app.example"
 
 
+def require_node() -> str:
+    """Node, with the ws package installed next to the client script."""
+    node = require_tool("node")
+    require_folder("ws", NODE_DIR / "node_modules" / "ws", NODE_MODULES)
+    return node
+
+
 def node_client(**options: Any) -> dict[str, Any]:
-    node = shutil.which("node")
-    assert node and (NODE_DIR / "node_modules" / "ws").is_dir(), \
-        "node and the ws package are installed by tests/install-system-deps.sh"
+    node = require_node()
     completed = subprocess.run([node, str(NODE_DIR / "client.mjs"), json.dumps(options)],
                                capture_output=True, text=True, timeout=30, cwd=NODE_DIR)
     assert completed.returncode == 0, completed.stderr
@@ -46,12 +52,12 @@ def node_client(**options: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server() -> WebSocketServer:
+def server() -> Iterator[WebSocketServer]:
     app = make_app(sources=[QueryToken(), BearerToken(), SubprotocolToken(), CookieToken()],
                    allowed_origins=[ORIGIN], allow_missing_origin=True,
                    max_message_size=4096)
     with running(app) as srv:
-        yield srv  # type: ignore[misc]
+        yield srv
 
 
 @pytest.mark.parametrize("source", ["query", "bearer", "subprotocol", "cookie"])
@@ -94,6 +100,7 @@ def test_server_close_codes_reach_node(server: WebSocketServer) -> None:
 
 
 def test_node_sees_1001_on_shutdown() -> None:
+    require_node()  # here, not on the client's thread
     with running(make_app(sources=[QueryToken()])) as srv:
         results: list[dict[str, Any]] = []
         # After the welcome the client just stays connected, until the server stops.

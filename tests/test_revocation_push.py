@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from helpers import ServerProcess, make_app, running, wait_for, ws_url
 from pg import Cluster, cluster
@@ -45,8 +44,10 @@ def pg() -> Iterator[Cluster]:
 
 def sql(pg: Cluster, statement: str, *params: object) -> list[tuple[Any, ...]]:
     """Run one statement as a database administrator would, on a connection of its own."""
+    import psycopg  # PostgreSQL's tests only: the rest runs without it
+
     with psycopg.connect(pg.dsn, autocommit=True) as db:
-        return db.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        return db.execute(statement, params).fetchall()
 
 
 def listeners(pg: Cluster) -> set[int]:
@@ -205,6 +206,8 @@ class HeldFeed:
     def revocation_feed(self) -> object:
         if self.held.is_set():
             self.refused += 1
+            import psycopg
+
             raise psycopg.OperationalError("connection refused")
         return self.store.revocation_feed()
 
@@ -343,6 +346,8 @@ def test_a_connection_verified_just_before_its_key_is_revoked_closes_once_open(
 def test_revoking_announces_the_key_id_only_and_only_when_committed(pg: Cluster) -> None:
     store = PostgresKeyStore(pg.dsn)
     key, record = store.create("svc")
+    import psycopg
+
     with psycopg.connect(pg.dsn, autocommit=True) as listener:
         listener.execute(f"LISTEN {REVOCATION_CHANNEL}")
         assert store.revoke(record.key_id)

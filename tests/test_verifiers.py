@@ -162,7 +162,7 @@ def test_jwt_forged_signature_and_garbage() -> None:
 
 
 def test_jwt_alg_none_is_refused() -> None:
-    unsigned = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, algorithm="none")
+    unsigned = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "", algorithm="none")
     with pytest.raises(InvalidToken):
         JWTVerifier(key=HS_KEY, algorithms=["HS256"])(unsigned)
 

@@ -10,13 +10,13 @@ import urllib.request
 from pathlib import Path
 
 from helpers import SECRET, ServerProcess, free_port, handshake_bytes, parse_response
-from test_async_workers import require
+from needs import require_installed
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_waitress_refuses_the_upgrade_with_501_and_names_the_supported_servers() -> None:
-    require("waitress")
+    require_installed("waitress")
     port = free_port()
     process = ServerProcess([sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}",
                              "examples.wsgi_echo:app"], cwd=str(ROOT),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import SECRET, frame, handshake_bytes, make_app, running, wait_for, ws_url
+from helpers import SECRET, frame, handshake_bytes, make_app, read_101, running, wait_for, ws_url
 from websockets.exceptions import ConnectionClosed as WSConnectionClosed
 from websockets.sync.client import connect
 
@@ -34,13 +34,7 @@ def open_wedged(server: WebSocketServer, target: str, *, rcvbuf: int = 4096,
     if wrap is not None:
         sock = wrap(sock)
     sock.sendall(handshake_bytes(target))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101 "), head
+    read_101(sock)
     return sock
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -20,7 +21,7 @@ def test_jobs_beyond_max_threads_wait_their_turn_then_all_run() -> None:
         release.wait(5)
 
     for n in range(5):
-        pool.submit(lambda n=n: job(n))
+        pool.submit(functools.partial(job, n))
     assert wait_for(lambda: len(started) == 2)
     assert sum(t.name.startswith("test-pool") for t in threading.enumerate()) == 2
     release.set()

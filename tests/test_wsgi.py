@@ -26,6 +26,7 @@ from helpers import (
     handshake_bytes,
     make_app,
     parse_response,
+    read_101,
     read_frames,
     read_until_closed,
     running,
@@ -229,6 +230,7 @@ def test_middleware_and_socket_server_give_the_same_answer(data: bytes) -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
     assert direct[0] == via_wsgi[0]
     assert {k: v for k, v in direct[1].items() if k in relevant} == \
         {k: v for k, v in via_wsgi[1].items() if k in relevant}
@@ -242,14 +244,12 @@ def test_eager_first_frame_is_not_lost_under_werkzeug() -> None:
     try:
         with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
             sock.sendall(handshake_bytes(f"/ws?token={SECRET}") + frame(0x1, b"early"))
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(1)
-            assert head.startswith(b"HTTP/1.1 101 ")
+            read_101(sock)
             assert read_frames(sock, 2)[1] == (0x1, b"You said: early")
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
 
 
 def test_server_without_socket_access_is_refused_with_a_clear_error(
@@ -266,6 +266,7 @@ def test_server_without_socket_access_is_refused_with_a_clear_error(
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
     assert status == 501
     assert body == b"501 Not Implemented\n"
     errors = [r.getMessage() for r in logs.records if r.levelname == "ERROR"]
@@ -288,6 +289,7 @@ def test_other_paths_pass_through_untouched() -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
     assert calls == ["/other", "/ws/sub"]
     assert parse_response(raw)[0] == 200
 
@@ -311,6 +313,7 @@ def test_no_worker_thread_outlives_its_websocket() -> None:
     finally:
         server.shutdown()
         thread.join(5)
+        server.server_close()
 
 
 def test_no_stray_bytes_after_the_close(host: Running) -> None:
@@ -319,10 +322,7 @@ def test_no_stray_bytes_after_the_close(host: Running) -> None:
 
     with socket.create_connection(("127.0.0.1", host.port), timeout=5) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={SECRET}"))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101 ")
+        read_101(sock)
         assert read_frames(sock, 1)[0][0] == 0x1  # the welcome
         sock.sendall(frame(0x8, b"\x03\xe8"))  # we close: 1000
         opcode, payload = read_frames(sock, 1)[0]

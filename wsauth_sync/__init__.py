@@ -3,13 +3,21 @@
 The request is parsed with h11 and authenticated *before* any WebSocket byte flows;
 only then does the 101 go out and wsproto take over. Start with :class:`WebSocketApp`
 and :class:`WebSocketServer`, or :func:`handle_socket` for an existing accept loop.
+
+Every name the README tells users to use is importable from here. The gateways for
+cheroot, gevent and eventlet are imported on first use, so ``import wsauth_sync`` never
+imports those servers (gevent must patch the process before anything else imports).
 """
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .config import Handler, WebSocketApp
 from .connection import WebSocket
-from .core.audit import install_log_redaction, redact_message, redact_text
+from .core.audit import RedactTokens, install_log_redaction, redact_message, redact_text
 from .core.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -17,12 +25,22 @@ from .core.errors import (
     ConnectionClosed,
     Forbidden,
     HandshakeError,
+    HeadersTooLarge,
+    HTTPVersionNotSupported,
+    InsufficientScope,
     InvalidAuthRequest,
     InvalidToken,
+    MethodNotAllowed,
     MissingToken,
     NoSocketTakeover,
+    NotFound,
+    RequestTimeout,
     ServiceUnavailable,
     TooManyRequests,
+    UnsupportedVersion,
+    UnverifiableToken,
+    UpgradeRequired,
+    URITooLong,
     WSAuthError,
 )
 from .core.handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check_upgrade
@@ -37,11 +55,27 @@ from .core.sources import (
     encode_subprotocol_token,
 )
 from .core.verifiers import CallableVerifier, Identity, StaticTokens, Verifier
-from .guards import FailedAuthLimiter
+from .guards import FailedAuthLimiter, RevocationWatch
 from .jwt_verifier import JWTVerifier
-from .keystore import open_keystore
+from .keystore import KeyStore, SQLiteKeyStore, open_keystore
+from .pgstore import PostgresKeyStore
 from .server import WebSocketServer, serve
 from .socket_shell import handle_request, handle_socket, take_buffered
+from .wsgi import WebSocketMiddleware
+
+if TYPE_CHECKING:
+    from .cheroot_gateway import CherootGateway as CherootGateway
+    from .eventlet_gateway import EventletProtocol as EventletProtocol
+    from .gevent_gateway import GeventHandler as GeventHandler
+
+#: Gateways whose module imports an optional server: imported when first named. They
+#: stay out of ``__all__``, so ``from wsauth_sync import *`` neither imports gevent into
+#: an unpatched process nor fails where cheroot is not installed.
+_LAZY = {
+    "CherootGateway": "cheroot_gateway",
+    "EventletProtocol": "eventlet_gateway",
+    "GeventHandler": "gevent_gateway",
+}
 
 __all__ = [
     "Accept",
@@ -54,29 +88,45 @@ __all__ = [
     "CookieToken",
     "FailedAuthLimiter",
     "Forbidden",
+    "HTTPVersionNotSupported",
     "Handler",
     "HandshakeError",
     "HandshakePolicy",
     "HeadLimits",
+    "HeadersTooLarge",
     "Identity",
+    "InsufficientScope",
     "InvalidAuthRequest",
     "InvalidToken",
     "JWTVerifier",
+    "KeyStore",
+    "MethodNotAllowed",
     "MissingToken",
     "NoSocketTakeover",
+    "NotFound",
+    "PostgresKeyStore",
     "QueryToken",
+    "RedactTokens",
     "Rejected",
+    "RequestTimeout",
+    "RevocationWatch",
+    "SQLiteKeyStore",
     "ServerHandshake",
     "ServiceUnavailable",
     "StaticTokens",
     "SubprotocolToken",
     "TokenSource",
     "TooManyRequests",
+    "URITooLong",
+    "UnsupportedVersion",
+    "UnverifiableToken",
     "UpgradeRequest",
+    "UpgradeRequired",
     "Verifier",
     "WSAuthError",
     "WebSocket",
     "WebSocketApp",
+    "WebSocketMiddleware",
     "WebSocketServer",
     "check_upgrade",
     "encode_subprotocol_token",
@@ -89,6 +139,21 @@ __all__ = [
     "serve",
     "take_buffered",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the optional servers' gateways load when first named, not at import.
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def _keep_old_module_paths() -> None:

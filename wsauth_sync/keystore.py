@@ -342,10 +342,6 @@ def _database_errors() -> tuple[type[Exception], ...]:
     return (sqlite3.Error, psycopg.Error)
 
 
-#: Every database error a store can raise (psycopg's only when it is installed).
-DATABASE_ERRORS = _database_errors()
-
-
 def open_keystore(location: str) -> KeyStore:
     """A SQLite store for a file path, a PostgreSQL store for a ``postgresql://`` DSN."""
     if location.startswith(("postgresql://", "postgres://")):
@@ -356,6 +352,10 @@ def open_keystore(location: str) -> KeyStore:
 
 
 def __getattr__(name: str) -> Any:
+    # DATABASE_ERRORS, every database error a store can raise, includes psycopg's when it
+    # is installed: computed on first use, so importing the package never loads psycopg.
+    if name == "DATABASE_ERRORS":
+        return _database_errors()
     # PostgresKeyStore and its settings moved to .pgstore; older imports keep working.
     if name in ("PostgresKeyStore", "PG_CONNECTION_DEFAULTS", "CUT_GRACE"):
         from . import pgstore

@@ -5,14 +5,19 @@ malformed or misdirected request never reaches the verifier (which may hit a dat
 a key server):
 
 1. the request is a WebSocket opening handshake for a served path (RFC 6455 §4.2.1);
-2. its Origin is on the allowlist, when there is one (RFC 6455 §10.2);
+2. its Origin is on the allowlist, when there is one (RFC 6455 §10.2, RFC 6454);
 3. the client is not over its failed-authentication budget (429);
-4. exactly one token is found in the configured sources (RFC 6750 §2);
-5. the token passes a size bound, then the verifier;
-6. a subprotocol is selected from those the client offered, never the token entry.
+4. exactly one token is found in the configured sources (RFC 6750 §2), and the request
+   is redacted;
+5. a subprotocol is selected from those the client offered, never the token entry
+   (RFC 6455 §4.2.2): a handshake a browser would fail for want of one is refused
+   here, at no cost;
+6. the token passes a size bound, then the verifier;
+7. the identity holds every scope the path requires (403).
 
 It returns an :class:`Accept` or raises a :class:`~wsauth_sync.core.errors.HandshakeError`
-that already knows its HTTP answer. Nothing here does I/O or touches threads.
+that already knows its HTTP answer; refusals from step 4 on that count as failed
+authentications spend the client's budget. Nothing here does I/O or touches threads.
 """
 
 from __future__ import annotations
