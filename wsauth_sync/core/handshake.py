@@ -84,9 +84,10 @@ class ClosedRefusal(Rejected):
 class ServerHandshake:
     """The server side of one opening handshake, sans I/O.
 
-    Feed what the socket read to :meth:`receive_data` until it returns a decision. An
-    :class:`Accept` is answered with the bytes of :meth:`accept`; a :class:`Rejected`
-    already holds its response. The shell owns the clock: when its deadline passes it
+    Feed what the socket read to :meth:`receive_head` until the head is whole (or give
+    :meth:`receive_request` a head another server parsed), then :meth:`decide`. Each
+    outcome holds the bytes that answer it: an :class:`Accept` its 101 in ``response``, a
+    :class:`Rejected` its refusal. The shell owns the clock: when its deadline passes it
     calls :meth:`reject` instead.
     """
 
