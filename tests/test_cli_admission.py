@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 from helpers import SECRET, handshake_bytes, read_until_closed, wait_for
@@ -151,3 +152,16 @@ def test_a_thousand_connections_opened_at_once_are_all_held() -> None:
                 head += chunk
             heads.append(head.split(b"\r\n", 1)[0])
     assert heads == [b"HTTP/1.1 101 Switching Protocols"] * 1000
+
+
+def test_sigterm_after_a_burst_of_refusals_always_stops_the_server() -> None:
+    """SIGTERM may be handed to any thread; the accept loop must still wake up for it."""
+    for _ in range(12):
+        with echo_command("--token", SECRET) as server:
+            where = address(server)
+            for _ in range(25):  # refusals leave pool threads behind to take the signal
+                sock, _head = open_ws(where, "wrong")
+                sock.close()
+            started = time.monotonic()
+            assert server.stop(timeout=5) == 0
+            assert time.monotonic() - started < 5
