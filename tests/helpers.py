@@ -88,7 +88,7 @@ def read_until_closed(sock: socket.socket, timeout: float = 3.0) -> bytes:
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
+        except (ConnectionResetError, socket.timeout):
             break
         if not data:
             break

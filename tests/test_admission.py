@@ -82,8 +82,8 @@ def raw_closed_within(tls: ssl.SSLSocket, seconds: float) -> bool:
         while time.monotonic() < deadline:
             if not socket.socket.recv(tls, 65536):
                 return True
-    except (TimeoutError, ConnectionResetError):
-        return not isinstance(sys.exc_info()[1], TimeoutError)
+    except (socket.timeout, ConnectionResetError):
+        return not isinstance(sys.exc_info()[1], socket.timeout)
     return False
 
 

@@ -192,3 +192,13 @@ def test_keys_table_is_aligned_and_shows_expired_and_revoked(tmp_path: Path) -> 
     for column in ("OWNER", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "STATUS"):
         start = rows[0].index(column)
         assert all(row[start - 2:start] == "  " and row[start] != " " for row in rows[1:]), column
+
+
+@pytest.mark.parametrize("expires", ["2999-01-01T00:00Z", "2999-01-01T02:00+02:00"])
+def test_expires_takes_back_the_time_keys_list_prints(expires: str, tmp_path: Path) -> None:
+    """``keys list`` prints ``...T00:00Z``; ``--expires`` reads that form on every Python."""
+    db = str(tmp_path / "keys.db")
+    created = run("keys", "create", "bot", "--expires", expires, "--db", db)
+    assert created.returncode == 0, created.stderr
+    row = run("keys", "list", "--db", db).stdout.splitlines()[1].split()
+    assert row[4:] == ["2999-01-01T00:00Z", "-", "active"]

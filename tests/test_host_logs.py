@@ -160,7 +160,7 @@ def _send(port: int, request: bytes, source: str) -> int:
                 sock.sendall(frame(0x8, b"\x03\xe8"))
                 while sock.recv(4096):
                     pass
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, socket.timeout):
             return 0
     return status
 

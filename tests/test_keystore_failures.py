@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import os
 import socket
@@ -149,7 +148,7 @@ def test_revocation_checks_back_off_while_the_database_is_down_then_resume(
         warnings = revocation_warnings(logs)
         assert all(r.levelno == logging.WARNING for r in warnings)
         # Each failed check waits twice as long as the one before (a lower bound only).
-        gaps = [b.created - a.created for a, b in itertools.pairwise(warnings)]
+        gaps = [b.created - a.created for a, b in zip(warnings, warnings[1:])]
         assert gaps[0] >= 2 * INTERVAL * 0.9 and gaps[1] >= 4 * INTERVAL * 0.9, gaps
         assert revoke(pg, record.key_id)
         code, reason, _ = closed_with(doomed, timeout=INTERVAL + MAX_BACKOFF + 5)

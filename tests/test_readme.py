@@ -61,7 +61,7 @@ def test_the_readme_samples_are_what_the_echo_command_prints() -> None:
         server.expect("^Press Ctrl-C to stop")
         printed = [line for line in server.lines if not re.match(r"\d{4}-", line)]
         assert len(printed) == len(startup) - 1
-        for sample, line in zip(startup[1:], printed, strict=True):
+        for sample, line in zip(startup[1:], printed):
             assert re.fullmatch(as_pattern(sample), line), (sample, line)
         port = int(printed[0].rsplit(":", 1)[1].split("/")[0])
         request = ("GET /ws?token=wrong HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"

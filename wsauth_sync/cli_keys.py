@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .core.errors import ConfigurationError
@@ -133,7 +133,7 @@ def key_table(records: list[KeyRecord], *, now: float) -> list[str]:
         rows.append((r.key_id, r.subject, ",".join(r.scopes) or "-", _stamp(r.created_at),
                      _stamp(r.expires_at), _stamp(r.last_used_at), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
             for row in rows]
 
 
@@ -146,12 +146,14 @@ def _when(text: str | None) -> float | None:
         moment = time.time() + int(text[:-1]) * units[text[-1]]
     else:
         try:
-            parsed = datetime.fromisoformat(text)
+            # Python 3.11 reads the trailing Z that `keys list` prints; 3.9 and 3.10 need
+            # the offset spelled out.
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
         except ValueError:
             raise ConfigurationError(
                 f"--expires {text!r}: not a duration (30m, 12h, 7d) or an ISO date/time"
             ) from None
-        moment = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        moment = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
     if moment <= time.time():
         raise ConfigurationError(f"--expires {text!r}: that time has passed")
     return moment
@@ -160,4 +162,4 @@ def _when(text: str | None) -> float | None:
 def _stamp(moment: float | None) -> str:
     if moment is None:
         return "-"
-    return datetime.fromtimestamp(moment, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+    return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")

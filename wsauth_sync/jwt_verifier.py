@@ -186,7 +186,7 @@ class JWTVerifier:
             subject=str(claims.get(self.subject_claim, "")),
             claims=claims,
             # Accepted until exp + leeway, so that is when an open connection closes.
-            expires_at=float(exp) + self.leeway if isinstance(exp, int | float) else None,
+            expires_at=float(exp) + self.leeway if isinstance(exp, (int, float)) else None,
         )
 
     def _jwks_key(self, token: str) -> Any:

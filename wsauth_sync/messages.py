@@ -7,11 +7,11 @@ endpoint; here both are counted across fragments, the size in payload bytes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 from wsproto.events import Message, TextMessage
 
-Data = str | bytes
+Data = Union[str, bytes]  # a runtime alias: "|" needs Python 3.10
 
 
 class MessageTooBig(Exception):

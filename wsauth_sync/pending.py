@@ -34,7 +34,7 @@ DEFAULT_MAX_PENDING_PER_IP = 64
 
 _READ_SIZE = 16 * 1024
 
-Head = Union[Literal[True], Rejected]  # noqa: UP007 - a runtime alias: "|" needs 3.10
+Head = Union[Literal[True], Rejected]  # a runtime alias: "|" needs Python 3.10
 #: Called (on the accept thread) when a head is whole or refused: hand it to a thread.
 Ready = Callable[[socket.socket, Address, ServerHandshake, Head, float], None]
 

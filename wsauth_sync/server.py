@@ -339,7 +339,7 @@ def exposure_warning(app: WebSocketApp, host: str, *, tls: bool) -> str | None:
     except ValueError:
         loopback = False
     exposed = sorted({source.name for source in app.policy.sources
-                      if isinstance(source, QueryToken | CookieToken)})
+                      if isinstance(source, (QueryToken, CookieToken))})
     if tls or loopback or not exposed:
         return None
     return (f"listening on {host} without TLS with {'/'.join(exposed)} tokens: they travel "

@@ -105,7 +105,7 @@ def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float
     sock.settimeout(max(0.001, deadline - time.monotonic()))
     try:
         tls = context.wrap_socket(sock, server_side=True)
-    except TimeoutError:
+    except (TimeoutError, socket.timeout):  # one class from 3.10; on 3.9 an OSError beside it
         audit.log_dropped(client=address, reason="tls_timeout")
         raise
     except OSError:  # ssl.SSLError included: a plaintext client, a bad ClientHello...
@@ -250,7 +250,7 @@ def _recv_by(sock: socket.socket, deadline: float) -> bytes | None:
     sock.settimeout(max(0.001, deadline - time.monotonic()))
     try:
         return sock.recv(_READ_SIZE)
-    except TimeoutError:
+    except (TimeoutError, socket.timeout):  # one class from 3.10; on 3.9 an OSError beside it
         return None
 
 

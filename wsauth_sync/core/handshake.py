@@ -224,4 +224,4 @@ class ServerHandshake:
 
 
 #: What :meth:`ServerHandshake.decide` returns; each carries the bytes that answer it.
-Decision = Union[Accept, Rejected]  # noqa: UP007 - a runtime alias: "|" needs 3.10
+Decision = Union[Accept, Rejected]  # a runtime alias: "|" needs Python 3.10

@@ -42,7 +42,7 @@ class Identity:
             value = self.claims.get(name)
             if isinstance(value, str):
                 return frozenset(value.split())
-            if isinstance(value, list | tuple):
+            if isinstance(value, (list, tuple)):
                 return frozenset(str(item) for item in value)
         return frozenset()
 
