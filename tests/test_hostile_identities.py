@@ -1,0 +1,40 @@
+"""Attacks through what a credential names and what a verifier raises.
+
+A subject is chosen by whoever registered it (a user name) and a custom verifier's
+exception may quote the token: neither may forge a log line or put a token in one.
+Real sockets on 127.0.0.1; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from helpers import SECRET, make_app, running, wait_for, ws_url
+from websockets.exceptions import ConnectionClosed as ClientClosed
+from websockets.sync.client import connect
+
+from wsauth_sync import StaticTokens, WebSocket
+
+FORGED = "alice\r\nrejected peer=10.0.0.1:1 status=401 reason=expired"
+
+
+def _fail(ws: WebSocket) -> None:
+    raise RuntimeError("handler bug")
+
+
+def test_a_subject_with_line_breaks_cannot_forge_the_handler_failure_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="wsauth_sync")
+    app = make_app(routes={"/ws": _fail}, verifier=StaticTokens({SECRET: FORGED}))
+    with running(app) as server:
+        with connect(ws_url(server) + f"?token={SECRET}", open_timeout=3) as client, \
+                pytest.raises(ClientClosed):
+            client.recv(timeout=3)
+        assert wait_for(lambda: any(r.getMessage().startswith("closed")
+                                    for r in caplog.records))
+    failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert failed, "the handler's failure is logged"
+    for record in caplog.records:
+        message = record.getMessage()
+        assert "\r" not in message and "\n" not in message, message
