@@ -7,14 +7,25 @@ Real sockets on 127.0.0.1; every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
-from helpers import SECRET, make_app, running, wait_for, ws_url
+from helpers import (
+    SECRET,
+    exchange,
+    handshake_bytes,
+    make_app,
+    parse_response,
+    running,
+    secret_forms,
+    wait_for,
+    ws_url,
+)
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import connect
 
-from wsauth_sync import StaticTokens, WebSocket
+from wsauth_sync import CallableVerifier, Identity, StaticTokens, WebSocket
 
 FORGED = "alice\r\nrejected peer=10.0.0.1:1 status=401 reason=expired"
 
@@ -38,3 +49,28 @@ def test_a_subject_with_line_breaks_cannot_forge_the_handler_failure_line(
     for record in caplog.records:
         message = record.getMessage()
         assert "\r" not in message and "\n" not in message, message
+
+
+def _cancelled(token: str) -> Identity:
+    # What asyncio.run() raises in a verifier whose coroutine was cancelled: a
+    # BaseException, not an Exception, quoting the token as careless code does.
+    raise asyncio.CancelledError(f"lookup of {token} cancelled")
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "time_limited"])
+def test_a_verifier_raising_a_base_exception_fails_closed_without_quoting_the_token(
+        inline: bool, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    verifier = CallableVerifier(_cancelled)
+    app = make_app(verifier=verifier, verify_timeout=None if inline else 5.0)
+    with running(app) as server:
+        for _ in range(3):  # the server answers every time, not just the first
+            status, headers, _ = parse_response(
+                exchange(server, handshake_bytes(f"/ws?token={SECRET}")))
+            assert (status, headers.get("retry-after")) == (503, "5")
+    assert [r.wsauth["reason"] for r in caplog.records  # type: ignore[attr-defined]
+            if getattr(r, "wsauth", {}).get("event") == "rejected"] == ["verifier_error"] * 3
+    output = "".join(capfd.readouterr()) + caplog.text
+    for form in secret_forms():
+        assert form not in output
