@@ -74,3 +74,37 @@ def test_a_verifier_raising_a_base_exception_fails_closed_without_quoting_the_to
     output = "".join(capfd.readouterr()) + caplog.text
     for form in secret_forms():
         assert form not in output
+
+
+def _reauth_on_every_message(ws: WebSocket) -> None:
+    while True:
+        message = ws.recv(timeout=5)
+        ws.reauthenticate(message if isinstance(message, str) else message.decode())
+        ws.send("ok")
+
+
+def test_bad_tokens_given_to_reauthenticate_spend_the_failed_auth_budget(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wsauth_sync")
+    app = make_app(routes={"/ws": _reauth_on_every_message})
+    with running(app) as server:
+        url = ws_url(server) + f"?token={SECRET}"
+        with connect(url, open_timeout=3) as early:  # opened while the budget holds
+            for attempt in range(20):  # the limiter's burst, one guess per connection
+                with connect(url, open_timeout=3) as client, pytest.raises(ClientClosed):
+                    client.send(f"guess-{attempt}")
+                    client.recv(timeout=3)
+                assert client.close_code == 1008, attempt
+                assert client.close_reason == "reauthentication failed: invalid"
+            # The budget is spent: a handshake, even with the valid token, gets 429 ...
+            status, headers, _ = parse_response(
+                exchange(server, handshake_bytes(f"/ws?token={SECRET}")))
+            assert status == 429 and "retry-after" in headers
+            # ... and so does a refresh on a connection opened before, valid token or not.
+            with pytest.raises(ClientClosed):
+                early.send(SECRET)
+                early.recv(timeout=3)
+            assert (early.close_code, early.close_reason) == (
+                1008, "reauthentication failed: too many attempts")
+    for form in secret_forms():
+        assert form not in caplog.text
