@@ -8,10 +8,13 @@ Real sockets on 127.0.0.1; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import socket
 
 import pytest
 from helpers import (
+    KEY,
     SECRET,
     exchange,
     handshake_bytes,
@@ -25,7 +28,14 @@ from helpers import (
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import connect
 
-from wsauth_sync import CallableVerifier, Identity, StaticTokens, WebSocket
+from wsauth_sync import (
+    CallableVerifier,
+    Identity,
+    StaticTokens,
+    WebSocket,
+    WebSocketMiddleware,
+    wsgi,
+)
 
 FORGED = "alice\r\nrejected peer=10.0.0.1:1 status=401 reason=expired"
 
@@ -108,3 +118,42 @@ def test_bad_tokens_given_to_reauthenticate_spend_the_failed_auth_budget(
                 1008, "reauthentication failed: too many attempts")
     for form in secret_forms():
         assert form not in caplog.text
+
+
+
+UPGRADE_ENVIRON = {
+    "REQUEST_METHOD": "GET", "PATH_INFO": "/ws", "QUERY_STRING": f"token={SECRET}",
+    "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "50000",
+    "HTTP_HOST": "127.0.0.1", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+    "HTTP_SEC_WEBSOCKET_KEY": KEY, "HTTP_SEC_WEBSOCKET_VERSION": "13", "wsgi.url_scheme": "http",
+}
+
+
+def test_a_101_uwsgi_cannot_write_gives_back_the_identitys_connection_slot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # uWSGI writes the 101 itself; when the client has gone its write raises OSError
+    # ("write error"). The slot reserved for the connection must come back each time,
+    # or a flaky client locks its own account out at max_connections_per_identity.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def uwsgi_socket(environ: object) -> socket.socket:
+            client = socket.create_connection(listener.getsockname(), timeout=3)
+            server_side, _ = listener.accept()
+            client.close()  # the client is gone before the 101
+            return server_side  # the middleware closes it, as it does uWSGI's duplicate
+
+        monkeypatch.setattr(wsgi, "uwsgi_socket", uwsgi_socket)
+        statuses: list[str] = []
+
+        def start_response(status: str, headers: object, exc_info: object = None) -> object:
+            statuses.append(status)
+
+            def write(data: bytes) -> None:
+                raise OSError("write error")
+            return write
+
+        middleware = WebSocketMiddleware(lambda environ, start: [], make_app(
+            max_connections_per_identity=2))
+        for _ in range(4):
+            middleware({**UPGRADE_ENVIRON, "wsgi.input": io.BytesIO()}, start_response)
+    assert [status.split()[0] for status in statuses] == ["101"] * 4
