@@ -318,9 +318,8 @@ def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
         handler(ws)
     except ConnectionClosed:
         pass  # the peer went away while the handler was sending: not a handler bug
-    except Exception:  # a handler bug must not take the server down
-        logger.exception("handler failed peer=%s subject=%s", audit.peer(address),
-                         ws.identity.subject)
+    except Exception:  # noqa: BLE001 - a handler bug must not take the server down
+        audit.log_handler_failed(client=address, identity=ws.identity)
         ws.close(1011)
     else:
         ws.close(1000)

@@ -135,14 +135,21 @@ class WebSocketMiddleware:
             start_response("200 OK", headers)
             return [decision.page.body]
         key, sock = takeover
-        with contextlib.suppress(OSError):  # the client left before the 101: nothing to do
-            if key == UWSGI_KEY:
-                write_head(start_response, decision.response)  # uWSGI writes and logs it
-                decision = replace(decision, response=b"")
-            sock.settimeout(None)  # the connection keeps its own deadlines from here on
-            serve_accepted(sock, decision, self.ws_app,
-                           trailing_data=_buffered_bytes(environ, key, sock),
-                           address=request.client)
+        serving = False
+        try:
+            with contextlib.suppress(OSError):  # the client left before the 101
+                if key == UWSGI_KEY:
+                    write_head(start_response, decision.response)  # uWSGI writes and logs it
+                    decision = replace(decision, response=b"")
+                sock.settimeout(None)  # the connection keeps its own deadlines from here on
+                trailing = _buffered_bytes(environ, key, sock)
+                serving = True  # serve_accepted() releases the caps' slot from here on
+                serve_accepted(sock, decision, self.ws_app, trailing_data=trailing,
+                               address=request.client)
+        finally:
+            if not serving:  # reserved by decide() for a connection that never opened
+                self.ws_app.caps.release(decision.identity.subject,
+                                         self.ws_app.client_address(decision.request))
         return _end_request(environ, key, sock)
 
     def _refuse(self, rejected: Rejected, start_response: StartResponse,

@@ -107,6 +107,13 @@ def log_reauthentication_failed(*, client: Address | None, subject: str, path: s
         "reason": error.reason, "detail": error.detail})
 
 
+def log_handler_failed(*, client: Address | None, identity: Identity) -> None:
+    """Record a handler that raised, with its traceback (call from the ``except``)."""
+    # The subject passes through _text like every field: a claim with CR/LF in it
+    # must not start a forged line of its own.
+    logger.exception("handler failed peer=%s subject=%s", peer(client), _text(identity.subject))
+
+
 def log_closed(*, client: Address | None, identity: Identity, code: int,
                duration: float) -> None:
     """Record the end of an accepted connection."""

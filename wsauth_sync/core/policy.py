@@ -315,8 +315,12 @@ class HandshakePolicy:
         except HandshakeError as exc:
             exc.source = source
             raise
-        except Exception as exc:  # noqa: BLE001 - any verifier failure must fail closed
-            # The exception text may quote the token: keep only its type.
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is stopping: not the client's refusal
+        except BaseException as exc:  # noqa: BLE001 - any verifier failure must fail closed
+            # BaseException: asyncio's CancelledError and gevent's Timeout are not
+            # Exceptions, and escaping would end the thread with no answer, printing the
+            # exception's text (which may quote the token): keep only its type.
             raise ServiceUnavailable("verifier_error", source=source,
                                      detail=type(exc).__name__) from None
         if not isinstance(identity, Identity):
