@@ -157,3 +157,20 @@ def test_a_101_uwsgi_cannot_write_gives_back_the_identitys_connection_slot(
         for _ in range(4):
             middleware({**UPGRADE_ENVIRON, "wsgi.input": io.BytesIO()}, start_response)
     assert [status.split()[0] for status in statuses] == ["101"] * 4
+
+
+def test_a_handler_raising_a_base_exception_closes_1011_and_logs_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio's CancelledError (what asyncio.run() raises inside a handler that was
+    cancelled) is no Exception: it must still end in 1011 and a log line, not a dead thread."""
+    caplog.set_level(logging.INFO, logger="wsauth_sync")
+
+    def cancelled(ws: object) -> None:
+        raise asyncio.CancelledError("handler cancelled")
+
+    with running(make_app(routes={"/ws": cancelled})) as server, \
+            connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
+        with pytest.raises(ClientClosed) as closed:
+            ws.recv(timeout=3)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert wait_for(lambda: "handler failed" in caplog.text)

@@ -186,6 +186,9 @@ class WebSocket:
             except HandshakeError as error:
                 self._refuse_reauthentication(current, error)
                 raise ConnectionClosed(self.close_code or 1008, self.close_reason) from None
+            if self._closed.is_set() or self.close_code is not None:
+                # Expired or revoked while the verifier ran: that close stands.
+                raise ConnectionClosed(self.close_code or 1006, self.close_reason)
             self._accept = replace(self._accept, identity=identity)
             self._move_expiry(identity.expires_at)
         audit.log_reauthenticated(client=self.request.client, identity=identity,

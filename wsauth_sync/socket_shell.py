@@ -318,7 +318,10 @@ def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
         handler(ws)
     except ConnectionClosed:
         pass  # the peer went away while the handler was sending: not a handler bug
-    except Exception:  # noqa: BLE001 - a handler bug must not take the server down
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - a handler bug (CancelledError too) must not
+        # take the server down, nor leave its traceback on stderr instead of the log.
         audit.log_handler_failed(client=address, identity=ws.identity)
         ws.close(1011)
     else:

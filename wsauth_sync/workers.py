@@ -57,21 +57,23 @@ class WorkerPool:
             self._jobs.put(job)
 
     def _work(self, job: Job | None) -> None:
-        while job is not None:
-            try:
-                job()
-            except Exception:  # a job's failure must not cost the pool a thread silently
-                logger.exception("pool thread failed")
+        try:
+            while job is not None:
+                try:
+                    job()
+                except Exception:  # a job's failure must not cost the pool a thread silently
+                    logger.exception("pool thread failed")
+                with self._lock:
+                    if self._waiting:
+                        self._waiting -= 1  # a queued job is ours: take it without idling
+                    elif self._closing or self._idle >= self.keep_idle:
+                        break
+                    else:
+                        self._idle += 1
+                job = self._jobs.get()
+        finally:  # even a BaseException ending the thread must not leave it counted
             with self._lock:
-                if self._waiting:
-                    self._waiting -= 1  # a queued job is ours: take it without idling
-                elif self._closing or self._idle >= self.keep_idle:
-                    break
-                else:
-                    self._idle += 1
-            job = self._jobs.get()
-        with self._lock:
-            self._threads.discard(threading.current_thread())
+                self._threads.discard(threading.current_thread())
 
     def close(self, deadline: float) -> None:
         """Let idle threads exit and wait for busy ones until monotonic ``deadline``."""
