@@ -57,9 +57,10 @@ SERVERS: dict[str, list[str]] = {
 CLI = "wsauth_sync CLI (python -m wsauth_sync echo)"
 RAW = "raw threaded TCP echo"
 BASELINE = "websockets sync"
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W6", "W5"]
 #: What one operation of each workload is, as the load generator counts it.
-OPERATION = {"W1": "messages", "W2": "messages", "W3": "handshakes", "W4": "rejections"}
+OPERATION = {"W1": "messages", "W2": "messages", "W3": "handshakes", "W4": "rejections",
+             "W6": "messages"}
 #: Load generator CPU (cores) from which a figure counts as bounded by the generator.
 LOADGEN_BOUND = 0.9
 SECRET_FILE = HERE / "results" / "jwt-secret"
@@ -180,23 +181,24 @@ def timed_loadgen(process: subprocess.Popen[bytes], options: dict[str, Any],
     return result
 
 
-def measure(name: str, tokens: list[str], seconds: float, idle: int) -> dict[str, Any]:
+def measure(name: str, tokens: list[str], seconds: float, idle: int,
+            workloads: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     process, port = start(name)
     try:
         if name == RAW:
-            for workload in ("W1", "W2"):
+            for workload in [w for w in ("W1", "W2") if w in workloads]:
                 results[workload] = timed_loadgen(process, {
                     "workload": workload, "port": port, "raw": True, "seconds": seconds},
                     seconds)
             return results
-        for workload in ("W1", "W2", "W3", "W4"):
+        for workload in [w for w in WORKLOADS[:-1] if w in workloads]:
             results[workload] = timed_loadgen(process, {
                 "workload": workload, "port": port, "token": tokens[0], "seconds": seconds,
                 "tokens": tokens if name == CLI else None}, seconds)
     finally:
         stop(process)
-    if name == CLI:
+    if name == CLI or "W5" not in workloads:
         return results  # its per-address cap refuses 1000 idle connections from one address
     process, port = start(name)  # a fresh process, so RSS growth is the idle sockets only
     try:
@@ -223,6 +225,8 @@ def figures(run: dict[str, Any], seconds: float) -> dict[str, float | None]:
     if "W2" in run:
         out["W2 MB/s"] = run["W2"]["bytes"] / seconds / 1e6
         out["W2 msg/s"] = run["W2"]["messages"] / seconds
+    if "W6" in run:
+        out["W6 msg/s"] = run["W6"]["messages"] / seconds
     if "W3" in run:
         out["W3 handshakes/s"] = run["W3"]["handshakes"] / seconds
         out["W3 p99 ms"] = run["W3"]["p99_ms"]
@@ -247,10 +251,12 @@ def median_figures(runs: list[dict[str, float | None]]) -> dict[str, float | Non
 #: Throughput column -> the workload whose load generator CPU says if it was bounded.
 THROUGHPUT = {"W1 msg/s": "W1", "W1 p50 ms": None, "W1 p99 ms": None, "W2 MB/s": "W2",
               "W3 handshakes/s": "W3", "W3 p99 ms": None, "W4 rejections/s": "W4",
-              "W5 KiB/conn": None, "W5 held": None}
-RATIOS = {"W1 msg/s", "W2 MB/s", "W3 handshakes/s", "W4 rejections/s", "W5 KiB/conn"}
+              "W5 KiB/conn": None, "W5 held": None, "W6 msg/s": "W6"}
+RATIOS = {"W1 msg/s", "W2 MB/s", "W3 handshakes/s", "W4 rejections/s", "W5 KiB/conn",
+          "W6 msg/s"}
 EFFICIENCY = ["W1 ops/CPU-s", "W1 µs CPU/op", "W2 ops/CPU-s", "W2 µs CPU/op",
-              "W3 ops/CPU-s", "W3 µs CPU/op", "W4 ops/CPU-s", "W4 µs CPU/op"]
+              "W3 ops/CPU-s", "W3 µs CPU/op", "W4 ops/CPU-s", "W4 µs CPU/op",
+              "W6 ops/CPU-s", "W6 µs CPU/op"]
 
 
 def _cell(value: float | None) -> str:
@@ -322,6 +328,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=1000, help="connections held in W5")
     parser.add_argument("--only", action="append", help="run only these servers")
+    parser.add_argument("--workload", action="append", choices=WORKLOADS,
+                        help="run only these workloads (W5 needs its own process)")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.seconds, args.idle = 1, 0.5, 20
@@ -342,7 +350,8 @@ def main() -> int:
         order = names[repeat % len(names):] + names[:repeat % len(names)]  # interleave
         for name in order:
             print(f"[{repeat + 1}/{args.repeats}] {name}", file=sys.stderr, flush=True)
-            result = measure(name, tokens, args.seconds, args.idle)
+            result = measure(name, tokens, args.seconds, args.idle,
+                             args.workload or WORKLOADS)
             raw[name].append(result)
             runs[name].append(figures(result, args.seconds))
     medians = {name: median_figures(runs[name]) for name in names}
@@ -357,7 +366,7 @@ def main() -> int:
     (out / "latest.json").write_text(json.dumps({"meta": meta, "medians": medians, "raw": raw},
                                                 indent=1))
     (out / "latest.md").write_text(text)
-    if not args.quick and not args.only:
+    if not args.quick and not args.only and not args.workload:
         update_results(text, meta)
     print(text)
     return 0

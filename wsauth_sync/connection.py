@@ -55,8 +55,9 @@ DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_PING_TIMEOUT = 20.0
 #: A send during which the peer takes no data for this long fails the connection.
 DEFAULT_SEND_TIMEOUT = 10.0
-# recv() allocates its whole buffer while it waits, so an idle connection should ask for
-# little; a read that fills the buffer means bulk data, and the next read asks for more.
+# recv() allocates its whole buffer while it waits, so a waiting read asks for little; a
+# read that fills it means data is flowing, and what else has arrived is taken at once
+# (sized by the kernel's count), so a large frame reaches wsproto whole, not in pieces.
 _MIN_READ = 1024
 _MAX_READ = 256 * 1024
 # Close reasons sent by the library are fixed, short and secret-free (RFC 6455 §5.5).
@@ -132,7 +133,6 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self._pending = trailing_data
-        self._read_size = _MIN_READ
         first_due = self._next_due(now)
         if first_due is not None:
             TIMERS.schedule(self, first_due)
@@ -192,12 +192,11 @@ class WebSocket:
                 return
 
     def _read(self, deadline: float | None) -> bytes:
-        data = self._io.read(self._read_size, deadline)
-        if len(data) == self._read_size:
-            self._read_size = min(self._read_size * 4, _MAX_READ)
-        elif len(data) < _MIN_READ:
-            self._read_size = _MIN_READ
-        return data
+        data = self._io.read(_MIN_READ, deadline)
+        if len(data) < _MIN_READ:
+            return data
+        more = self._io.read_arrived(_MAX_READ - _MIN_READ)
+        return data + more if more else data
 
     def _receive(self, data: bytes) -> None:
         """Feed wsproto and act on its events; frames to send are only queued here."""

@@ -31,7 +31,7 @@ function open(token = pickToken()) {
   });
 }
 
-async function roundTrips(count, payload, binary, seconds) {
+async function roundTrips(count, payload, binary, seconds, fragments = 1) {
   const sockets = await Promise.all(Array.from({ length: count }, () => open()));
   const latencies = [];
   let bytes = 0;
@@ -41,7 +41,8 @@ async function roundTrips(count, payload, binary, seconds) {
     const send = () => {
       if (now() >= end) { resolve(); return; }
       sentAt = now();
-      ws.send(payload, { binary });
+      if (fragments === 1) { ws.send(payload, { binary }); return; }
+      for (let i = 1; i <= fragments; i++) ws.send(payload, { binary, fin: i === fragments });
     };
     ws.on("message", (data) => {
       latencies.push(now() - sentAt);
@@ -141,6 +142,10 @@ if (o.workload === "W1" && o.raw) {
   result = { messages: r.latencies.length, bytes: r.bytes, latencies: r.latencies };
 } else if (o.workload === "W2") {
   const r = await roundTrips(4, Buffer.alloc(65536, 7), true, seconds);
+  result = { messages: r.latencies.length, bytes: r.bytes, latencies: r.latencies };
+} else if (o.workload === "W6") {
+  // Autobahn 9.3.x's shape within the default limits: 1,000 text fragments of 64 bytes.
+  const r = await roundTrips(4, "y".repeat(64), false, seconds, 1000);
   result = { messages: r.latencies.length, bytes: r.bytes, latencies: r.latencies };
 } else if (o.workload === "W3") {
   const r = await loops(8, seconds, handshakeCycle);
