@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -109,7 +109,7 @@ class WebSocket:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.send_timeout = send_timeout
-        self.idle_timeout = idle_timeout
+        self._idle_timeout = idle_timeout
         now = time.monotonic()
         self._keepalive = None if ping_interval is None else Keepalive(
             interval=ping_interval, timeout=ping_timeout, now=now)
@@ -151,6 +151,16 @@ class WebSocket:
     def request(self) -> UpgradeRequest:
         """The opening handshake request, with every credential redacted."""
         return self._accept.request
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds without a message from the peer before closing with 1001 (None: never)."""
+        return self._idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, value: float | None) -> None:
+        self._last_message = time.monotonic()  # idle from now on, not from the last message
+        self._idle_timeout = value
 
     @property
     def closed(self) -> bool:
@@ -203,22 +213,20 @@ class WebSocket:
         with self._state_lock:
             self._ws.receive_data(data or None)  # None tells wsproto the stream ended
             for event in self._ws.events():
-                self._on_event(event)
+                # By exact type: wsproto's events are final classes, and isinstance()
+                # against its abstract Event base costs more than the rest per message.
+                _HANDLERS[type(event)](self, event)
                 if self._end is not None:
                     return
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, Message):
-            self._on_message(event)
-        elif isinstance(event, Ping):
-            if self._ws.state is ConnectionState.OPEN:
-                self._out.put_pong(self._ws.send(event.response()))
-        elif isinstance(event, Pong):
-            alive = self._keepalive
-            if alive is not None and alive.pong(bytes(event.payload), time.monotonic()):
-                TIMERS.schedule(self, alive.next_due())
-        elif isinstance(event, CloseConnection):
-            self._on_close(event)
+    def _on_ping(self, event: Ping) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            self._out.put_pong(self._ws.send(event.response()))
+
+    def _on_pong(self, event: Pong) -> None:
+        alive = self._keepalive
+        if alive is not None and alive.pong(bytes(event.payload), time.monotonic()):
+            TIMERS.schedule(self, alive.next_due())
 
     def _after_receive(self, *, wait: bool) -> None:
         """Write what reading queued (a Pong, a Close), then end the connection if due.
@@ -232,6 +240,8 @@ class WebSocket:
         elif self._end is not None:
             self._flush(self._out.tickets, min(self.send_timeout, self.close_timeout),
                         self.close_timeout)
+        elif not self._out.pong_waiting:
+            return  # the usual case: nothing was queued by reading
         else:
             try:
                 if self._out.flush_pong(no_progress=self.send_timeout):
@@ -250,7 +260,8 @@ class WebSocket:
             self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return
         if message is not None:
-            self._last_message = time.monotonic()
+            if self._idle_timeout is not None:  # the clock only matters to the idle check
+                self._last_message = time.monotonic()
             self._messages.append(message)
             self._held += len(message)
 
@@ -489,4 +500,13 @@ class WebSocket:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close(1000 if exc is None else CloseReason.INTERNAL_ERROR)
+
+
+_HANDLERS: dict[type[Event], Callable[[WebSocket, Any], None]] = {
+    TextMessage: WebSocket._on_message,
+    BytesMessage: WebSocket._on_message,
+    Ping: WebSocket._on_ping,
+    Pong: WebSocket._on_pong,
+    CloseConnection: WebSocket._on_close,
+}
 

@@ -219,6 +219,11 @@ class Outbox:
         return self._written >= ticket
 
     @property
+    def pong_waiting(self) -> bool:
+        """True while a Pong waits to be written."""
+        return bool(self._pong)
+
+    @property
     def pending(self) -> bool:
         """True while anything waits to be written."""
         return bool(self._head is not None or self._pong or self._frames)
@@ -263,7 +268,8 @@ class Outbox:
             done = self._write_until(ticket, no_progress)
         finally:
             self._turn.release()
-        self.flush_nowait()  # frames others queued meanwhile (a ping from the timer)
+        if self._frames or self._pong:
+            self.flush_nowait()  # frames others queued meanwhile (a ping from the timer)
         return done
 
     def flush_pong(self, *, no_progress: float) -> bool:
@@ -311,6 +317,10 @@ class Outbox:
         socket is full (False)."""
         while True:
             if self._head is None:
+                if not self._pong and (self._written >= ticket or not self._frames):
+                    # Done, seen without the lock: a frame or Pong put from now on is
+                    # written by its own thread's flush, or by flush()'s final pass.
+                    return True
                 with self._lock:
                     if self._pong:
                         frame, self._pong, self._head_counts = self._pong, b"", False

@@ -1,6 +1,6 @@
 """Profile one server under one workload with py-spy; write a summary to profiles/.
 
-    python3 benchmarks/profile.py wsauth_sync W2 [--seconds 5] [--tag before]
+    python3 benchmarks/profile_server.py wsauth_sync W2 [--seconds 5] [--tag before]
 
 The server runs under ``py-spy record`` (sampling, GIL-holding threads only, so waits in
 ``poll``/``recv`` do not drown the CPU work); the load generator is the one ``run.py``
