@@ -184,10 +184,10 @@ class WebSocket:
                 if self._closed.is_set():
                     raise ConnectionClosed(self.close_code or 1006, self.close_reason)
                 if self._pending:
-                    data, self._pending = self._pending, b""
+                    data, more, self._pending = self._pending, b"", b""
                 else:
-                    data = self._read(deadline)
-                self._receive(data)
+                    data, more = self._read(deadline)
+                self._receive(data, more)
                 self._after_receive(wait=True)
             message = self._messages.popleft()
             self._held -= len(message)
@@ -201,17 +201,19 @@ class WebSocket:
             except ConnectionClosed:
                 return
 
-    def _read(self, deadline: float | None) -> bytes:
+    def _read(self, deadline: float | None) -> tuple[bytes, bytes]:
+        """Wait for data; then what else has arrived, if the first read was full."""
         data = self._io.read(_MIN_READ, deadline)
         if len(data) < _MIN_READ:
-            return data
-        more = self._io.read_arrived(_MAX_READ - _MIN_READ)
-        return data + more if more else data
+            return data, b""
+        return data, self._io.read_arrived(_MAX_READ - _MIN_READ)
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes, more: bytes = b"") -> None:
         """Feed wsproto and act on its events; frames to send are only queued here."""
         with self._state_lock:
             self._ws.receive_data(data or None)  # None tells wsproto the stream ended
+            if more:  # fed apart: wsproto's buffer joins them, no copy of ours
+                self._ws.receive_data(more)
             for event in self._ws.events():
                 # By exact type: wsproto's events are final classes, and isinstance()
                 # against its abstract Event base costs more than the rest per message.
@@ -485,13 +487,13 @@ class WebSocket:
     def _drain_until_closed(self, deadline: float) -> None:
         while not self._closed.is_set():
             try:
-                data = self._pending or self._read(deadline)
+                data, more = (self._pending, b"") if self._pending else self._read(deadline)
             except TimeoutError:
                 return
             self._pending = b""
             self._messages.clear()  # messages after our Close are not delivered
             self._held = 0
-            self._receive(data)
+            self._receive(data, more)
             self._after_receive(wait=True)
 
     def __enter__(self) -> WebSocket:
