@@ -65,6 +65,15 @@ def wsauth_wsgi_app() -> Any:
         max_connections_per_ip=None), redact_host_logs=False)
 
 
+def refusing_wsgi_app() -> Any:
+    """gunicorn's own floor for W4: a WSGI app that answers every request 401, unchecked."""
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("401 Unauthorized", [("Content-Length", "17")])
+        return [b"401 Unauthorized\n"]
+
+    return app
+
+
 def websockets_sync(port: int) -> None:
     from http import HTTPStatus
 
