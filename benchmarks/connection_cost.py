@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from frame_cost import LARGE, SMALL, Workload, masked_frame, per_call
 from wsproto.connection import Connection, ConnectionType
@@ -22,6 +23,12 @@ from wsauth_sync.connection import WebSocket
 from wsauth_sync.core.handshake import Accept
 from wsauth_sync.core.request import UpgradeRequest
 from wsauth_sync.core.verifiers import Identity
+
+
+def fragmented_frames(count: int = 1000, size: int = 64) -> bytes:
+    """W6's message: ``count`` text fragments of ``size`` bytes (Autobahn 9.3.x's shape)."""
+    return b"".join(masked_frame(b"y" * size, opcode=1 if i == 0 else 0, fin=i == count - 1)
+                    for i in range(count))
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -45,12 +52,12 @@ def _reply_size(workload: Workload) -> int:
     return size + (2 if size < 126 else 4 if size < 65536 else 10)
 
 
-def ours(workload: Workload) -> Callable[[], None]:
+def ours(workload: Workload, frames: bytes | None = None) -> Callable[[], None]:
     client, server = _pair()
     accept = Accept(request=UpgradeRequest("GET", "/ws", ()), identity=Identity("bench"),
                     subprotocol=None, key="")
     ws = WebSocket(server, accept=accept, ping_interval=None)
-    frame = masked_frame(workload.payload, opcode=1 if workload.text else 2)
+    frame = frames or masked_frame(workload.payload, opcode=1 if workload.text else 2)
     reply = _reply_size(workload)
 
     def run() -> None:
@@ -62,19 +69,22 @@ def ours(workload: Workload) -> Callable[[], None]:
     return run
 
 
-def bare_wsproto(workload: Workload) -> Callable[[], None]:
+def bare_wsproto(workload: Workload, frames: bytes | None = None) -> Callable[[], None]:
     client, server = _pair()
     connection = Connection(ConnectionType.SERVER)
-    frame = masked_frame(workload.payload, opcode=1 if workload.text else 2)
+    frame = frames or masked_frame(workload.payload, opcode=1 if workload.text else 2)
     reply = _reply_size(workload)
 
     def run() -> None:
         client.sendall(frame)
-        events: list[object] = []
-        while not events:
+        parts: list[Any] = []
+        done = False
+        while not done:
             connection.receive_data(server.recv(len(frame)))  # the ideal read size
-            events = list(connection.events())
-        data = events[0].data  # type: ignore[attr-defined]
+            for event in connection.events():
+                parts.append(event.data)  # type: ignore[attr-defined]
+                done = event.message_finished  # type: ignore[attr-defined]
+        data = parts[0] if len(parts) == 1 else type(parts[0])().join(parts)
         out = TextMessage(data="You said: " + data) if workload.text else BytesMessage(data=data)
         server.sendall(connection.send(out))
         _read_reply(client, reply)
@@ -90,6 +100,14 @@ def main() -> None:
         print(f"  wsproto over the socket: {floor:7.1f} µs")
         print(f"  WebSocket:               {mine:7.1f} µs  (+{mine - floor:.1f} µs, "
               f"{mine / floor:.2f}x)")
+    fragmented = Workload("W6: 1,000 text fragments of 64 bytes", True, b"y" * 64000)
+    frames = fragmented_frames()
+    floor = per_call(bare_wsproto(fragmented, frames), 20) / 1000
+    mine = per_call(ours(fragmented, frames), 20) / 1000
+    print(fragmented.name)
+    print(f"  wsproto over the socket: {floor:7.2f} µs per fragment")
+    print(f"  WebSocket:               {mine:7.2f} µs per fragment (+{mine - floor:.2f} µs, "
+          f"{mine / floor:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,54 @@ def fragment_cost(count: int) -> float:
     return per_call(run, count) / fragments
 
 
+HEAD = (b"GET /ws?token=TOKEN HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def handshake_costs(secret: str, token: str, count: int) -> dict[str, float]:
+    """µs per handshake: h11 parsing the head, PyJWT checking the token (valid and not),
+    and wsauth_sync's whole sans-I/O decision (parse, checks, verify, response bytes)."""
+    import h11
+    import jwt
+
+    from wsauth_sync import JWTVerifier, QueryToken, WebSocketApp
+    from wsauth_sync.core.handshake import ServerHandshake
+    from wsauth_sync.echo import echo
+
+    def parse() -> None:
+        connection = h11.Connection(h11.SERVER)
+        connection.receive_data(HEAD)
+        connection.next_event()
+        connection.next_event()
+
+    app = WebSocketApp({"/ws": echo}, verifier=JWTVerifier(key=secret, algorithms=["HS256"]),
+                       sources=[QueryToken()], limiter=None)
+
+    def decide(head: bytes) -> Callable[[], object]:
+        def run() -> object:
+            handshake = ServerHandshake(app.policy, limits=app.head_limits,
+                                        client=("127.0.0.1", 50000))
+            decision = handshake.receive_data(head)
+            return handshake.accept(decision) if hasattr(decision, "key") else decision
+        return run
+
+    def check(value: str) -> Callable[[], object]:
+        def run() -> object:
+            try:
+                return jwt.decode(value, secret, algorithms=["HS256"])
+            except jwt.InvalidTokenError:
+                return None
+        return run
+
+    return {"h11 parse": per_call(parse, count),
+            "JWT valid": per_call(check(token), count),
+            "JWT invalid": per_call(check("not-a-valid-token"), count),
+            "decision accept": per_call(decide(HEAD.replace(b"TOKEN", token.encode())), count),
+            "decision refuse": per_call(decide(HEAD.replace(b"TOKEN", b"not-a-valid-token")),
+                                        count)}
+
+
 def main() -> None:
     def show(label: str, microseconds: float) -> None:
         print(f"  {label:<32}{microseconds:8.1f} µs")

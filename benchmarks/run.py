@@ -54,7 +54,11 @@ SERVERS: dict[str, list[str]] = {
         sys.executable, "-m", "wsauth_sync", "echo", "--port", "PORT", "--no-rate-limit",
         "--jwt-secret-file", "SECRET_FILE", "--max-connections", "4000"],
 }
+# gunicorn's own cost per refusal: a bare WSGI app that answers 401 unchecked (W4 only).
+SERVERS["gunicorn gthread alone (bare 401 app, W4 floor)"] = [
+    *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1], "servers:refusing_wsgi_app()"]
 CLI = "wsauth_sync CLI (python -m wsauth_sync echo)"
+GUNICORN_ALONE = "gunicorn gthread alone (bare 401 app, W4 floor)"
 RAW = "raw threaded TCP echo"
 BASELINE = "websockets sync"
 WORKLOADS = ["W1", "W2", "W3", "W4", "W6", "W5"]
@@ -192,13 +196,15 @@ def measure(name: str, tokens: list[str], seconds: float, idle: int,
                     "workload": workload, "port": port, "raw": True, "seconds": seconds},
                     seconds)
             return results
+        if name == GUNICORN_ALONE:
+            workloads = [w for w in workloads if w == "W4"]
         for workload in [w for w in WORKLOADS[:-1] if w in workloads]:
             results[workload] = timed_loadgen(process, {
                 "workload": workload, "port": port, "token": tokens[0], "seconds": seconds,
                 "tokens": tokens if name == CLI else None}, seconds)
     finally:
         stop(process)
-    if name == CLI or "W5" not in workloads:
+    if name in (CLI, GUNICORN_ALONE) or "W5" not in workloads:
         return results  # its per-address cap refuses 1000 idle connections from one address
     process, port = start(name)  # a fresh process, so RSS growth is the idle sockets only
     try:
@@ -302,22 +308,38 @@ def report(medians: dict[str, dict[str, float | None]], meta: dict[str, Any]) ->
 
 def floors(medians: dict[str, dict[str, float | None]],
            framing: dict[str, float]) -> list[str]:
-    """Each echo workload against its floor: raw TCP echo I/O plus wsproto's framing."""
-    raw = medians.get(RAW, {})
-    ours = medians.get("wsauth_sync", {})
-    lines = ["Floors (µs of server CPU per round trip): the raw threaded TCP echo of the same "
-             "bytes (one thread per connection, the same system calls) plus wsproto alone "
-             "decoding the client's frame and encoding the reply "
-             "(`benchmarks/frame_cost.py`, measured in this run):", "",
-             "| workload | raw TCP I/O | wsproto framing | floor | wsauth_sync | ratio |",
+    """Each workload against the floor its dependencies set."""
+    raw, ours = medians.get(RAW, {}), medians.get("wsauth_sync", {})
+    wsgi = medians.get("wsauth_sync WSGI (gunicorn gthread)", {})
+    alone = medians.get(GUNICORN_ALONE, {})
+    lines = ["Floors, in µs of server CPU per operation. W1/W2: the raw threaded TCP echo of the "
+             "same bytes (one thread per connection, the same system calls) plus wsproto alone "
+             "decoding the client's frame and encoding the reply; W6: wsproto's cost per 64-byte "
+             "fragment times 1,000 plus the raw I/O of W2. W4 through the WSGI middleware: "
+             "gunicorn "
+             "answering a bare 401 app. Dependency costs come from `benchmarks/frame_cost.py` "
+             "in this run.", "",
+             "| workload | I/O floor | dependency work | floor | wsauth_sync | ratio |",
              "|---|---|---|---|---|---|"]
-    for workload, key in (("W1", "w1"), ("W2", "w2")):
-        io, frame = raw.get(f"{workload} µs CPU/op"), framing.get(key)
-        mine = ours.get(f"{workload} µs CPU/op")
-        if io is None or frame is None or mine is None:
-            continue
-        lines.append(f"| {workload} | {io:.1f} | {frame:.1f} | {io + frame:.1f} | "
-                     f"{mine:.1f} | {mine / (io + frame):.2f}x |")
+
+    def row(label: str, io: float | None, work: float | None, mine: float | None) -> None:
+        if io is not None and work is not None and mine is not None:
+            lines.append(f"| {label} | {io:.1f} | {work:.1f} | {io + work:.1f} | {mine:.1f} | "
+                         f"{mine / (io + work):.2f}x |")
+
+    row("W1 32 B echo", raw.get("W1 µs CPU/op"), framing.get("w1"), ours.get("W1 µs CPU/op"))
+    row("W2 64 KiB echo", raw.get("W2 µs CPU/op"), framing.get("w2"), ours.get("W2 µs CPU/op"))
+    fragment = framing.get("fragment")
+    row("W6 1,000 fragments", raw.get("W2 µs CPU/op"), fragment and fragment * 1000,
+        ours.get("W6 µs CPU/op"))
+    row("W4 WSGI refusal", alone.get("W4 µs CPU/op"), 0.0, wsgi.get("W4 µs CPU/op"))
+    if "h11 parse" in framing:
+        lines += ["", "Handshakes without I/O (µs): h11 parsing the head "
+                  f"{framing['h11 parse']:.0f}, PyJWT checking a valid token "
+                  f"{framing['JWT valid']:.0f} and an invalid one {framing['JWT invalid']:.0f}; "
+                  "wsauth_sync's whole sans-I/O decision (parse, checks, verify, response "
+                  f"bytes): accept {framing['decision accept']:.0f}, refuse "
+                  f"{framing['decision refuse']:.0f}."]
     return lines
 
 
@@ -359,7 +381,7 @@ def main() -> int:
                        f"Python {platform.python_version()}, Linux {platform.release()}",
             "repeats": args.repeats, "seconds": args.seconds, "idle": args.idle,
             "command": "python3 benchmarks/run.py" + (" --quick" if args.quick else ""),
-            "framing": framing_costs(quick=args.quick)}
+            "framing": framing_costs(quick=args.quick, token=tokens[0])}
     text = report(medians, meta)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -372,14 +394,16 @@ def main() -> int:
     return 0
 
 
-def framing_costs(*, quick: bool) -> dict[str, float]:
-    """wsproto's own CPU per round trip of W1 and W2 (no sockets, no threads), in µs."""
+def framing_costs(*, quick: bool, token: str) -> dict[str, float]:
+    """The dependencies' own CPU per operation (no sockets, no threads), in µs."""
     sys.path.insert(0, str(HERE))
     import frame_cost
 
     count = 200 if quick else 5000
     return {"w1": frame_cost.wsproto_cost(frame_cost.SMALL, count),
-            "w2": frame_cost.wsproto_cost(frame_cost.LARGE, count // 20)}
+            "w2": frame_cost.wsproto_cost(frame_cost.LARGE, count // 20),
+            "fragment": frame_cost.fragment_cost(2 if quick else 20),
+            **frame_cost.handshake_costs(SECRET, token, count // 5)}
 
 
 def update_results(table: str, meta: dict[str, Any]) -> None:
