@@ -22,6 +22,53 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 
 SECRET = os.environ.get("WSAUTH_BENCH_SECRET", "benchmark-secret-of-32-bytes-min!")
+
+
+def profile_threads(path: str) -> None:
+    """cProfile every thread started from now on, in CPU time; write the stats at exit.
+
+    Used by ``profile_server.py``: sampling profilers cannot tell a thread blocked in
+    ``recv`` from one working, and these servers run many threads. Merged stats go to
+    ``path``.
+    """
+    import atexit
+    import cProfile
+    import pstats
+    import signal
+    import time
+
+    profiles: list[cProfile.Profile] = []
+    run = threading.Thread.run
+
+    def profiled(self: threading.Thread) -> None:
+        profile = cProfile.Profile(time.thread_time)  # CPU time: waits do not count
+        profiles.append(profile)
+        profile.enable()
+        try:
+            run(self)
+        finally:
+            profile.disable()
+
+    class Snapshot:
+        """Finished calls only: disabling from this thread would charge calls still
+        waiting (an idle worker's queue get) with this thread's clock."""
+
+        def __init__(self, profile: cProfile.Profile) -> None:
+            profile.snapshot_stats()
+            self.stats = profile.stats  # type: ignore[attr-defined]
+
+        def create_stats(self) -> None:
+            pass
+
+    def dump() -> None:
+        if profiles:
+            pstats.Stats(*[Snapshot(p) for p in profiles]).dump_stats(path)  # type: ignore
+            profiles.clear()
+
+    threading.Thread.run = profiled  # type: ignore[method-assign]
+    atexit.register(dump)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 WELCOME = "Welcome! You are authenticated."
 
 
@@ -63,6 +110,15 @@ def wsauth_wsgi_app() -> Any:
         {"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
         sources=[QueryToken()], limiter=None, max_connections_per_identity=None,
         max_connections_per_ip=None), redact_host_logs=False)
+
+
+def refusing_wsgi_app() -> Any:
+    """gunicorn's own floor for W4: a WSGI app that answers every request 401, unchecked."""
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("401 Unauthorized", [("Content-Length", "17")])
+        return [b"401 Unauthorized\n"]
+
+    return app
 
 
 def websockets_sync(port: int) -> None:
@@ -135,6 +191,9 @@ def raw_tcp(port: int) -> None:
 
 SERVERS = {"wsauth": wsauth, "websockets": websockets_sync, "simple-websocket": simple_websocket,
            "raw-tcp": raw_tcp}
+
+if os.environ.get("WSAUTH_CPROFILE"):
+    profile_threads(os.environ["WSAUTH_CPROFILE"])
 
 if __name__ == "__main__":
     SERVERS[sys.argv[1]](int(sys.argv[2]))

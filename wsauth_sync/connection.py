@@ -49,8 +49,9 @@ from .timers import TIMERS
 from .transport import Outbox, open_transport
 from .transport import wait_readable as wait_readable  # for the handshake's reads
 
-# recv() allocates its whole buffer while it waits, so an idle connection should ask for
-# little; a read that fills the buffer means bulk data, and the next read asks for more.
+# recv() allocates its whole buffer while it waits, so a waiting read asks for little; a
+# read that fills it means data is flowing, and what else has arrived is taken at once
+# (sized by the kernel's count), so a large frame reaches wsproto whole, not in pieces.
 _MIN_READ = 1024
 _MAX_READ = 256 * 1024
 # Close reasons sent by the library are fixed, short and secret-free (RFC 6455 §5.5).
@@ -105,7 +106,7 @@ class WebSocket:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.send_timeout = limits.send_timeout
-        self.idle_timeout = limits.idle_timeout
+        self._idle_timeout = limits.idle_timeout
         now = time.monotonic()
         self._keepalive = None if ping_interval is None else Keepalive(
             interval=ping_interval, timeout=ping_timeout, now=now)
@@ -133,7 +134,6 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self._pending = trailing_data
-        self._read_size = _MIN_READ
         first_due = self._next_due(now)
         if first_due is not None:
             TIMERS.schedule(self, first_due)
@@ -214,6 +214,16 @@ class WebSocket:
             TIMERS.schedule(self, due)
 
     @property
+    def idle_timeout(self) -> float | None:
+        """Seconds without a message from the peer before closing with 1001 (None: never)."""
+        return self._idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, value: float | None) -> None:
+        self._last_message = time.monotonic()  # idle from now on, not from the last message
+        self._idle_timeout = value
+
+    @property
     def closed(self) -> bool:
         """True once the closing handshake completed or the TCP connection ended."""
         return self._closed.is_set()
@@ -235,10 +245,10 @@ class WebSocket:
                 if self._closed.is_set():
                     raise ConnectionClosed(self.close_code or 1006, self.close_reason)
                 if self._pending:
-                    data, self._pending = self._pending, b""
+                    data, more, self._pending = self._pending, b"", b""
                 else:
-                    data = self._read(deadline)
-                self._receive(data)
+                    data, more = self._read(deadline)
+                self._receive(data, more)
                 self._after_receive(wait=True)
             message = self._messages.popleft()
             self._held -= len(message)
@@ -252,35 +262,34 @@ class WebSocket:
             except ConnectionClosed:
                 return
 
-    def _read(self, deadline: float | None) -> bytes:
-        data = self._io.read(self._read_size, deadline)
-        if len(data) == self._read_size:
-            self._read_size = min(self._read_size * 4, _MAX_READ)
-        elif len(data) < _MIN_READ:
-            self._read_size = _MIN_READ
-        return data
+    def _read(self, deadline: float | None) -> tuple[bytes, bytes]:
+        """Wait for data; then what else has arrived, if the first read was full."""
+        data = self._io.read(_MIN_READ, deadline)
+        if len(data) < _MIN_READ:
+            return data, b""
+        return data, self._io.read_arrived(_MAX_READ - _MIN_READ)
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes, more: bytes = b"") -> None:
         """Feed wsproto and act on its events; frames to send are only queued here."""
         with self._state_lock:
             self._ws.receive_data(data or None)  # None tells wsproto the stream ended
+            if more:  # fed apart: wsproto's buffer joins them, no copy of ours
+                self._ws.receive_data(more)
             for event in self._ws.events():
-                self._on_event(event)
+                # By exact type: wsproto's events are final classes, and isinstance()
+                # against its abstract Event base costs more than the rest per message.
+                _HANDLERS[type(event)](self, event)
                 if self._end is not None:
                     return
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, Message):
-            self._on_message(event)
-        elif isinstance(event, Ping):
-            if self._ws.state is ConnectionState.OPEN:
-                self._out.put_pong(self._ws.send(event.response()))
-        elif isinstance(event, Pong):
-            alive = self._keepalive
-            if alive is not None and alive.pong(bytes(event.payload), time.monotonic()):
-                TIMERS.schedule(self, alive.next_due())
-        elif isinstance(event, CloseConnection):
-            self._on_close(event)
+    def _on_ping(self, event: Ping) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            self._out.put_pong(self._ws.send(event.response()))
+
+    def _on_pong(self, event: Pong) -> None:
+        alive = self._keepalive
+        if alive is not None and alive.pong(bytes(event.payload), time.monotonic()):
+            TIMERS.schedule(self, alive.next_due())
 
     def _after_receive(self, *, wait: bool) -> None:
         """Write what reading queued (a Pong, a Close), then end the connection if due.
@@ -294,6 +303,8 @@ class WebSocket:
         elif self._end is not None:
             self._flush(self._out.tickets, min(self.send_timeout, self.close_timeout),
                         self.close_timeout)
+        elif not self._out.pong_waiting:
+            return  # the usual case: nothing was queued by reading
         else:
             try:
                 if self._out.flush_pong(no_progress=self.send_timeout):
@@ -312,7 +323,8 @@ class WebSocket:
             self._fail(CloseReason.MESSAGE_TOO_BIG, "message too big")
             return
         if message is not None:
-            self._last_message = time.monotonic()
+            if self._idle_timeout is not None:  # the clock only matters to the idle check
+                self._last_message = time.monotonic()
             self._messages.append(message)
             self._held += len(message)
 
@@ -536,13 +548,13 @@ class WebSocket:
     def _drain_until_closed(self, deadline: float) -> None:
         while not self._closed.is_set():
             try:
-                data = self._pending or self._read(deadline)
+                data, more = (self._pending, b"") if self._pending else self._read(deadline)
             except TimeoutError:
                 return
             self._pending = b""
             self._messages.clear()  # messages after our Close are not delivered
             self._held = 0
-            self._receive(data)
+            self._receive(data, more)
             self._after_receive(wait=True)
 
     def __enter__(self) -> WebSocket:
@@ -551,4 +563,13 @@ class WebSocket:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close(1000 if exc is None else CloseReason.INTERNAL_ERROR)
+
+
+_HANDLERS: dict[type[Event], Callable[[WebSocket, Any], None]] = {
+    TextMessage: WebSocket._on_message,
+    BytesMessage: WebSocket._on_message,
+    Ping: WebSocket._on_ping,
+    Pong: WebSocket._on_pong,
+    CloseConnection: WebSocket._on_close,
+}
 

@@ -38,6 +38,8 @@ class MessageAssembler:
             MessageTooBig: the limits were passed; nothing of the message is kept.
         """
         chunk = event.data
+        if event.message_finished and not self._parts and not self._fragments:
+            return self._whole(chunk)  # the usual case: a message in one frame
         # wsproto decodes text, but the limit is on payload bytes: count its UTF-8 bytes
         # (a character split across pieces is held back by wsproto's decoder and counted
         # with the next one). ASCII needs no encoding.
@@ -58,6 +60,17 @@ class MessageAssembler:
         if isinstance(event, TextMessage):
             return "".join(parts) if len(parts) != 1 else parts[0]
         return b"".join(parts) if len(parts) != 1 else bytes(parts[0])
+
+    def _whole(self, chunk: Data) -> Data:
+        """A message that came in a single frame: the same limits, nothing to join."""
+        if isinstance(chunk, str):
+            size = len(chunk) if chunk.isascii() else len(chunk.encode("utf-8", "surrogatepass"))
+            if size > self.max_size:
+                raise MessageTooBig
+            return chunk
+        if len(chunk) > self.max_size:
+            raise MessageTooBig
+        return bytes(chunk)
 
     def clear(self) -> None:
         """Drop a partial message (the connection ended): its memory goes with it."""

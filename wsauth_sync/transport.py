@@ -16,17 +16,22 @@ it, nor does a writer waiting for buffer space.
 from __future__ import annotations
 
 import _socket
+import array
 import contextlib
+import fcntl
 import select
 import socket
 import ssl
+import termios
 import threading
 import time
 from collections import deque
 
-# Largest slice handed to one write: a TLS write that must be retried is retried with the
-# same slice, and progress is seen at least this often.
-_WRITE_CHUNK = 64 * 1024
+# Largest slice handed to one TLS write: a TLS write that must be retried is retried with
+# the same slice, and progress is seen at least this often. Plain TCP takes partial writes,
+# so a whole frame goes in one call (a 64 KiB message with its header is one send, not two).
+_TLS_WRITE_CHUNK = 64 * 1024
+_TCP_WRITE_CHUNK = 16 * 1024 * 1024
 
 
 def open_transport(sock: socket.socket) -> Transport:
@@ -43,9 +48,12 @@ class Transport:
     ``MSG_DONTWAIT``, so one socket serves both without switching modes.
     """
 
+    write_chunk = _TCP_WRITE_CHUNK
+
     def __init__(self, sock: socket.socket) -> None:
         sock.settimeout(None)
         self.sock = sock
+        self._count = array.array("i", [0])  # FIONREAD's answer
 
     def read(self, size: int, deadline: float | None) -> bytes:
         """Wait for data until ``deadline`` (None: for ever); ``b""`` at end of stream.
@@ -68,6 +76,19 @@ class Transport:
             return None
         except OSError:
             return b""
+
+    def read_arrived(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of what has already arrived, without waiting (may be b"").
+
+        Sized by what the kernel holds (``FIONREAD``), so a message that arrived whole
+        is read whole, without allocating a large buffer for a small read.
+        """
+        try:
+            fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, self._count)
+        except OSError:
+            return b""
+        count = min(self._count[0], limit)
+        return (self.read_nowait(count) or b"") if count > 0 else b""
 
     def write_nowait(self, data: bytes | memoryview) -> int:
         """Bytes of ``data`` the kernel took now, 0 if its buffer is full.
@@ -100,9 +121,12 @@ class Transport:
 class TlsTransport(Transport):
     """TLS: a non-blocking socket whose SSL calls are serialized by one short lock."""
 
+    write_chunk = _TLS_WRITE_CHUNK
+
     def __init__(self, sock: ssl.SSLSocket) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self._tls = sock
         self._ssl_lock = threading.Lock()  # held for one non-blocking SSL call, never a wait
         # TLS may need the other direction to proceed (a read that must send, RFC 8446
         # §4.6.3 key updates; a write that must read): what the last call waited for.
@@ -129,6 +153,12 @@ class TlsTransport(Transport):
                 return None
             except OSError:
                 return b""
+
+    def read_arrived(self, limit: int) -> bytes:
+        # What is decrypted already; the rest of the stream is another record's read.
+        with self._ssl_lock:
+            count = min(self._tls.pending(), limit)
+        return (self.read_nowait(count) or b"") if count > 0 else b""
 
     def write_nowait(self, data: bytes | memoryview) -> int:
         # A write that returned "want" is retried with the same bytes (the caller keeps
@@ -189,6 +219,11 @@ class Outbox:
         return self._written >= ticket
 
     @property
+    def pong_waiting(self) -> bool:
+        """True while a Pong waits to be written."""
+        return bool(self._pong)
+
+    @property
     def pending(self) -> bool:
         """True while anything waits to be written."""
         return bool(self._head is not None or self._pong or self._frames)
@@ -233,7 +268,8 @@ class Outbox:
             done = self._write_until(ticket, no_progress)
         finally:
             self._turn.release()
-        self.flush_nowait()  # frames others queued meanwhile (a ping from the timer)
+        if self._frames or self._pong:
+            self.flush_nowait()  # frames others queued meanwhile (a ping from the timer)
         return done
 
     def flush_pong(self, *, no_progress: float) -> bool:
@@ -281,6 +317,10 @@ class Outbox:
         socket is full (False)."""
         while True:
             if self._head is None:
+                if not self._pong and (self._written >= ticket or not self._frames):
+                    # Done, seen without the lock: a frame or Pong put from now on is
+                    # written by its own thread's flush, or by flush()'s final pass.
+                    return True
                 with self._lock:
                     if self._pong:
                         frame, self._pong, self._head_counts = self._pong, b"", False
@@ -288,7 +328,7 @@ class Outbox:
                         frame, self._head_counts = self._frames.popleft(), True
                     else:
                         return True
-                if len(frame) <= _WRITE_CHUNK:  # small frames: usually taken whole, no view
+                if len(frame) <= self._io.write_chunk:  # usually taken whole, no view
                     count = self._io.write_nowait(frame)
                     self._bytes += count
                     if count == len(frame):
@@ -298,7 +338,7 @@ class Outbox:
                     return False
                 self._head = memoryview(frame)
             try:
-                count = self._io.write_nowait(self._head[:_WRITE_CHUNK])
+                count = self._io.write_nowait(self._head[:self._io.write_chunk])
             except OSError:
                 self._head = None  # the connection is over: keep nothing
                 raise

@@ -17,7 +17,12 @@ function percentile(values, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-function open(token = o.token) {
+// Several tokens (distinct subjects) spread connections under per-identity caps.
+const tokens = o.tokens ?? [o.token];
+let nextToken = 0;
+const pickToken = () => tokens[nextToken++ % tokens.length];
+
+function open(token = pickToken()) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url(token), { perMessageDeflate: false });
     ws.once("message", () => resolve(ws)); // the welcome
@@ -26,7 +31,7 @@ function open(token = o.token) {
   });
 }
 
-async function roundTrips(count, payload, binary, seconds) {
+async function roundTrips(count, payload, binary, seconds, fragments = 1) {
   const sockets = await Promise.all(Array.from({ length: count }, () => open()));
   const latencies = [];
   let bytes = 0;
@@ -36,7 +41,8 @@ async function roundTrips(count, payload, binary, seconds) {
     const send = () => {
       if (now() >= end) { resolve(); return; }
       sentAt = now();
-      ws.send(payload, { binary });
+      if (fragments === 1) { ws.send(payload, { binary }); return; }
+      for (let i = 1; i <= fragments; i++) ws.send(payload, { binary, fin: i === fragments });
     };
     ws.on("message", (data) => {
       latencies.push(now() - sentAt);
@@ -86,7 +92,7 @@ async function loops(count, seconds, once) {
 
 function handshakeCycle() {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url(o.token), { perMessageDeflate: false });
+    const ws = new WebSocket(url(pickToken()), { perMessageDeflate: false });
     ws.once("message", () => ws.close(1000));
     ws.once("close", (code) => (code === 1000 ? resolve() : reject(new Error(`close ${code}`))));
     ws.once("error", reject);
@@ -131,8 +137,15 @@ if (o.workload === "W1" && o.raw) {
 } else if (o.workload === "W1") {
   const r = await roundTrips(50, "x".repeat(32), false, seconds);
   result = { messages: r.latencies.length, latencies: r.latencies };
+} else if (o.workload === "W2" && o.raw) {
+  const r = await tcpRoundTrips(4, 65536, seconds);
+  result = { messages: r.latencies.length, bytes: r.bytes, latencies: r.latencies };
 } else if (o.workload === "W2") {
   const r = await roundTrips(4, Buffer.alloc(65536, 7), true, seconds);
+  result = { messages: r.latencies.length, bytes: r.bytes, latencies: r.latencies };
+} else if (o.workload === "W6") {
+  // Autobahn 9.3.x's shape within the default limits: 1,000 text fragments of 64 bytes.
+  const r = await roundTrips(4, "y".repeat(64), false, seconds, 1000);
   result = { messages: r.latencies.length, bytes: r.bytes, latencies: r.latencies };
 } else if (o.workload === "W3") {
   const r = await loops(8, seconds, handshakeCycle);

@@ -60,6 +60,7 @@ class RequestReader:
         self.limits = limits
         self.client = client
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
+        self._stand_in = False  # a head parsed elsewhere: h11 reads _ANSWERED_HEAD on demand
         self._request: UpgradeRequest | None = None
         # State of the line scan that runs ahead of h11 until the blank line.
         self._line = bytearray()
@@ -70,7 +71,7 @@ class RequestReader:
     @property
     def trailing_data(self) -> bytes:
         """Bytes received after the head: an eager client's first WebSocket frames."""
-        return bytes(self._h11.trailing_data[0])
+        return b"" if self._stand_in else bytes(self._h11.trailing_data[0])
 
     def receive_data(self, data: bytes) -> UpgradeRequest | None:
         """Feed bytes (``b""`` at end of stream); return the request once complete.
@@ -113,7 +114,9 @@ class RequestReader:
             HandshakeError: 400 malformed, 414 or 431 over a limit, as on the wire.
         """
         check_parsed(request, self.limits)
-        self._h11 = _answering_connection()
+        # Only a 101 or a page needs h11 to have read a request; a refusal's bytes are
+        # cached under the state it would have, so refusals skip that parse.
+        self._stand_in = True
         self._scanning = False
         self._request = request
         return request
@@ -174,6 +177,12 @@ class RequestReader:
         self._scanning = False
         return True
 
+    def _answering(self) -> h11.Connection:
+        """The h11 connection that frames our response (reading the stand-in head first)."""
+        if self._stand_in:
+            self._h11, self._stand_in = _answering_connection(), False
+        return self._h11
+
     def accept(self, *, key: str, subprotocol: str | None) -> bytes:
         """The ``101 Switching Protocols`` response (RFC 6455 §4.2.2 step 5)."""
         headers = [
@@ -185,14 +194,15 @@ class RequestReader:
             headers.append(("Sec-WebSocket-Protocol", subprotocol))
         event = h11.InformationalResponse(
             status_code=101, headers=headers, reason=b"Switching Protocols")
-        return self._h11.send(event) or b""
+        return self._answering().send(event) or b""
 
     def respond(self, status: int, reason: str, headers: list[tuple[str, str]],
                 body: bytes) -> bytes:
         """A complete response with ``body``; the connection closes after it."""
         response = h11.Response(status_code=status, headers=headers,
                                 reason=reason.encode("ascii"))
-        return b"".join(self._h11.send(event) or b""
+        connection = self._answering()
+        return b"".join(connection.send(event) or b""
                         for event in (response, h11.Data(data=body), h11.EndOfMessage()))
 
     def reject(self, error: HandshakeError, *, realm: str = "wsauth") -> bytes:
@@ -203,15 +213,17 @@ class RequestReader:
         headers, body = rejection_parts(error, realm=realm)
         # The bytes depend only on these and on where h11 is in the exchange: refusals
         # repeat (every bad token gets the same 401), so they are serialized once.
-        key = (self._h11.our_state, self._h11.their_http_version, error.status,
-               tuple(headers), body)
+        state = _STAND_IN_STATE if self._stand_in else (self._h11.our_state,
+                                                         self._h11.their_http_version)
+        key = (*state, error.status, tuple(headers), body)
         cached = _RESPONSES.get(key)
         if cached is not None:
             return cached
         response = h11.Response(status_code=error.status, headers=headers,
                                 reason=error.phrase.encode("ascii"))
+        connection = self._answering()
         try:
-            data = b"".join(self._h11.send(event) or b""
+            data = b"".join(connection.send(event) or b""
                             for event in (response, h11.Data(data=body), h11.EndOfMessage()))
         except h11.LocalProtocolError:
             data = b""
@@ -269,6 +281,12 @@ def _answering_connection() -> h11.Connection:
     while not isinstance(connection.next_event(), h11.EndOfMessage):
         pass
     return connection
+
+
+# The state a refusal's cache key records for a head parsed elsewhere, as h11 sets it.
+_probe = _answering_connection()
+_STAND_IN_STATE = (_probe.our_state, _probe.their_http_version)
+del _probe
 
 
 def rejection_parts(error: HandshakeError, *,
