@@ -144,3 +144,23 @@ def test_ended_connections_free_their_buffers() -> None:
         assert grown < 100 * 1024 * 1024, f"RSS grew by {grown // 2**20} MiB over {count}"
     finally:
         assert server.stop() == 0
+
+
+# -- deliver before failing (RFC 6455 §7.1.7 fails at the bad frame, not at its read) --------
+
+@pytest.mark.parametrize("bad", [
+    frame(0x1, b"unmasked", mask=False),           # a client frame must be masked: 1002
+    bytes([0x80 | 0x40 | 0x1, 0x80]) + b"\0\0\0\0",  # RSV1 without an extension: 1002
+    frame(0x1, b"\xff\xfe"),                        # invalid UTF-8 in a text frame: 1007
+], ids=["unmasked", "reserved-bit", "invalid-utf8"])
+def test_a_message_before_a_bad_frame_in_the_same_read_is_answered_first(bad: bytes) -> None:
+    with running(make_app()) as server:
+        sock = open_raw_ws(server)
+        try:
+            assert read_frames(sock, 1) == [(0x1, WELCOME.encode())]
+            sock.sendall(frame(0x1, b"hello") + bad)  # one write, so one read
+            reply, close = read_frames(sock, 2)
+            assert reply == (0x1, b"You said: hello")
+            assert close[0] == 0x8 and close_code(close[1]) in (1002, 1007)
+        finally:
+            sock.close()

@@ -131,6 +131,7 @@ class WebSocket:
         self._assembler = MessageAssembler(max_size=max_message_size,
                                            max_fragments=max_fragments)
         self._end: tuple[int, str] | None = None  # set while reading: finish after writing
+        self._backlog = False  # wsproto may hold frames past the last message delivered
         self.close_code: int | None = None
         self.close_reason = ""
         self._pending = trailing_data
@@ -244,7 +245,9 @@ class WebSocket:
             while not self._messages:
                 if self._closed.is_set():
                     raise ConnectionClosed(self.close_code or 1006, self.close_reason)
-                if self._pending:
+                if self._backlog:
+                    data, more = None, b""
+                elif self._pending:
                     data, more, self._pending = self._pending, b"", b""
                 else:
                     data, more = self._read(deadline)
@@ -269,17 +272,30 @@ class WebSocket:
             return data, b""
         return data, self._io.read_arrived(_MAX_READ - _MIN_READ)
 
-    def _receive(self, data: bytes, more: bytes = b"") -> None:
-        """Feed wsproto and act on its events; frames to send are only queued here."""
+    def _receive(self, data: bytes | None, more: bytes = b"") -> None:
+        """Feed wsproto (None: nothing new) and act on its events up to the end of the
+        next whole message; frames to send are only queued here.
+
+        Stopping after a message delivers before failing: when a valid message and a
+        malformed frame arrive in one read, the handler gets the message and its answer
+        goes out before the bad frame fails the connection (RFC 6455 §7.1.7 fails the
+        connection at the frame, not at the read that carried it).
+        """
         with self._state_lock:
-            self._ws.receive_data(data or None)  # None tells wsproto the stream ended
-            if more:  # fed apart: wsproto's buffer joins them, no copy of ours
-                self._ws.receive_data(more)
+            if data is not None:
+                self._ws.receive_data(data or None)  # None tells wsproto the stream ended
+                if more:  # fed apart: wsproto's buffer joins them, no copy of ours
+                    self._ws.receive_data(more)
+            queued = len(self._messages)
+            self._backlog = False
             for event in self._ws.events():
                 # By exact type: wsproto's events are final classes, and isinstance()
                 # against its abstract Event base costs more than the rest per message.
                 _HANDLERS[type(event)](self, event)
                 if self._end is not None:
+                    return
+                if len(self._messages) > queued:
+                    self._backlog = True  # wsproto may hold more: parsed on the next call
                     return
 
     def _on_ping(self, event: Ping) -> None:
@@ -454,6 +470,10 @@ class WebSocket:
             return False  # the handler is in recv(): it reads any Pong itself
         try:
             for _ in range(_KEEPALIVE_READS):
+                # What wsproto already holds first: messages for the handler, or the Pong.
+                while self._backlog and self._held < _HELD_FOR_HANDLER:
+                    self._receive(None)
+                    self._after_receive(wait=False)
                 if self._held >= _HELD_FOR_HANDLER:
                     return True
                 data = self._pending or self._io.read_nowait(_MAX_READ)
@@ -548,7 +568,11 @@ class WebSocket:
     def _drain_until_closed(self, deadline: float) -> None:
         while not self._closed.is_set():
             try:
-                data, more = (self._pending, b"") if self._pending else self._read(deadline)
+                if self._backlog:
+                    data, more = None, b""
+                else:
+                    data, more = (self._pending, b"") if self._pending else \
+                        self._read(deadline)
             except TimeoutError:
                 return
             self._pending = b""
