@@ -16,12 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import SECRET, free_port, make_app, running, wait_for
+from helpers import SECRET, free_port, main_python_only, make_app, running, wait_for
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from wsauth_sync import CookieToken, QueryToken, SubprotocolToken, WebSocketServer
 from wsauth_sync.echo import WELCOME, demo_page
 
+pytestmark = main_python_only("Chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",

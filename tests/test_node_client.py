@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SECRET, make_app, running, wait_for, ws_url
+from helpers import SECRET, main_python_only, make_app, running, wait_for, ws_url
 
 from wsauth_sync import BearerToken, CookieToken, QueryToken, SubprotocolToken, WebSocketServer
 from wsauth_sync.echo import WELCOME
 
+pytestmark = main_python_only("Node's ws package")
 NODE_DIR = Path(__file__).resolve().parent / "node"
 ORIGIN = "https://app.example"
 
