@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO
 
 import h11
+import pytest
 
 from wsauth_sync import (
     BearerToken,
@@ -33,6 +34,17 @@ SECRET = "s3cret-TOKEN-value_42"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 ALL_SOURCES = (QueryToken(), BearerToken(), SubprotocolToken())
+
+
+def main_python_only(needs: str) -> pytest.MarkDecorator:
+    """Skip under ``WSAUTH_MAIN_ONLY_SKIP=1``, which CI sets for its extra Python versions.
+
+    Tests that drive Chromium, nginx, Node or uWSGI check those programs against the
+    library; they run once, on the main Python (``.ci/run``), and the other versions keep
+    the rest of the suite.
+    """
+    return pytest.mark.skipif(os.environ.get("WSAUTH_MAIN_ONLY_SKIP") == "1",
+                              reason=f"needs {needs}: runs on the main Python only")
 
 
 def make_app(**overrides: object) -> WebSocketApp:

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import main_python_only
 from needs import require_tool
 
+pytestmark = main_python_only("Node's ws package (one of the servers compared)")
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers import SECRET, free_port, make_app, running, wait_for
+from helpers import SECRET, free_port, main_python_only, make_app, running, wait_for
 from needs import require_module, require_tool
 
 from wsauth_sync import CookieToken, QueryToken, SubprotocolToken, WebSocketServer
@@ -24,6 +24,8 @@ from wsauth_sync.echo import WELCOME, demo_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+pytestmark = main_python_only("Chromium")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -21,6 +21,7 @@ from helpers import (
     SECRET,
     free_port,
     handshake_bytes,
+    main_python_only,
     make_app,
     parse_response,
     read_response,
@@ -35,6 +36,7 @@ from wsauth_sync import BearerToken, QueryToken, WebSocketServer
 from wsauth_sync.echo import WELCOME
 from wsauth_sync.guards import FailedAuthLimiter
 
+pytestmark = main_python_only("nginx")
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "nginx.conf"
 
 

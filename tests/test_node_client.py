@@ -21,6 +21,7 @@ from helpers import (
     exchange,
     frame,
     handshake_bytes,
+    main_python_only,
     make_app,
     running,
     wait_for,
@@ -32,6 +33,7 @@ from wsauth_sync import BearerToken, CookieToken, QueryToken, SubprotocolToken, 
 from wsauth_sync.echo import WELCOME, echo
 from wsauth_sync.guards import FailedAuthLimiter
 
+pytestmark = main_python_only("Node's ws package")
 NODE_DIR = Path(__file__).resolve().parent / "node"
 ORIGIN = "https://app.example"
 

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SECRET, free_port, handshake_bytes, parse_response, wait_for
+from helpers import (
+    SECRET,
+    free_port,
+    handshake_bytes,
+    main_python_only,
+    parse_response,
+    wait_for,
+)
 from needs import TEST_EXTRA, require_installed, require_tool
 from test_async_workers import (
     TESTS,
@@ -25,6 +32,7 @@ from test_async_workers import (
     serve,
 )
 
+pytestmark = main_python_only("uWSGI (built from source)")
 ROOT = Path(__file__).resolve().parent.parent
 
 
