@@ -27,8 +27,10 @@ from wsauth_sync.core.verifiers import Identity
 
 def fragmented_frames(count: int = 1000, size: int = 64) -> bytes:
     """W6's message: ``count`` text fragments of ``size`` bytes (Autobahn 9.3.x's shape)."""
-    return b"".join(masked_frame(b"y" * size, opcode=1 if i == 0 else 0, fin=i == count - 1)
-                    for i in range(count))
+    return b"".join(
+        masked_frame(b"y" * size, opcode=1 if i == 0 else 0, fin=i == count - 1)
+        for i in range(count)
+    )
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -54,8 +56,12 @@ def _reply_size(workload: Workload) -> int:
 
 def ours(workload: Workload, frames: bytes | None = None) -> Callable[[], None]:
     client, server = _pair()
-    accept = Accept(request=UpgradeRequest("GET", "/ws", ()), identity=Identity("bench"),
-                    subprotocol=None, key="")
+    accept = Accept(
+        request=UpgradeRequest("GET", "/ws", ()),
+        identity=Identity("bench"),
+        subprotocol=None,
+        key="",
+    )
     ws = WebSocket(server, accept=accept, ping_interval=None)
     frame = frames or masked_frame(workload.payload, opcode=1 if workload.text else 2)
     reply = _reply_size(workload)
@@ -98,16 +104,20 @@ def main() -> None:
         mine = per_call(ours(workload), count)
         print(workload.name)
         print(f"  wsproto over the socket: {floor:7.1f} µs")
-        print(f"  WebSocket:               {mine:7.1f} µs  (+{mine - floor:.1f} µs, "
-              f"{mine / floor:.2f}x)")
+        print(
+            f"  WebSocket:               {mine:7.1f} µs  (+{mine - floor:.1f} µs, "
+            f"{mine / floor:.2f}x)"
+        )
     fragmented = Workload("W6: 1,000 text fragments of 64 bytes", True, b"y" * 64000)
     frames = fragmented_frames()
     floor = per_call(bare_wsproto(fragmented, frames), 20) / 1000
     mine = per_call(ours(fragmented, frames), 20) / 1000
     print(fragmented.name)
     print(f"  wsproto over the socket: {floor:7.2f} µs per fragment")
-    print(f"  WebSocket:               {mine:7.2f} µs per fragment (+{mine - floor:.2f} µs, "
-          f"{mine / floor:.2f}x)")
+    print(
+        f"  WebSocket:               {mine:7.2f} µs per fragment (+{mine - floor:.2f} µs, "
+        f"{mine / floor:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

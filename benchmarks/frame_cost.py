@@ -56,7 +56,7 @@ def _reply(workload: Workload, data: str | bytes) -> Message[str] | Message[byte
 def wsproto_round_trip(workload: Workload, frame: bytes, piece: int = 0) -> Callable[[], bytes]:
     """A callable: feed ``frame`` (whole, or in ``piece``-byte reads), collect, reply."""
     connection = Connection(ConnectionType.SERVER)
-    pieces = [frame] if not piece else [frame[i:i + piece] for i in range(0, len(frame), piece)]
+    pieces = [frame] if not piece else [frame[i : i + piece] for i in range(0, len(frame), piece)]
 
     def run() -> bytes:
         parts = []
@@ -99,22 +99,26 @@ def wsproto_cost(workload: Workload, count: int) -> float:
 def fragment_cost(count: int) -> float:
     """µs wsproto needs per 64-byte fragment of a long text message (fed 64 KiB at a time)."""
     fragments = 1024
-    frames = b"".join(masked_frame(b"y" * 64, opcode=1 if i == 0 else 0,
-                                   fin=i == fragments - 1) for i in range(fragments))
+    frames = b"".join(
+        masked_frame(b"y" * 64, opcode=1 if i == 0 else 0, fin=i == fragments - 1)
+        for i in range(fragments)
+    )
     connection = Connection(ConnectionType.SERVER)
 
     def run() -> None:
         for start in range(0, len(frames), 65536):
-            connection.receive_data(frames[start:start + 65536])
+            connection.receive_data(frames[start : start + 65536])
             for _ in connection.events():
                 pass
 
     return per_call(run, count) / fragments
 
 
-HEAD = (b"GET /ws?token=TOKEN HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n")
+HEAD = (
+    b"GET /ws?token=TOKEN HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def handshake_costs(secret: str, token: str, count: int) -> dict[str, float]:
@@ -133,15 +137,21 @@ def handshake_costs(secret: str, token: str, count: int) -> dict[str, float]:
         connection.next_event()
         connection.next_event()
 
-    app = WebSocketApp({"/ws": echo}, verifier=JWTVerifier(key=secret, algorithms=["HS256"]),
-                       sources=[QueryToken()], limiter=None)
+    app = WebSocketApp(
+        {"/ws": echo},
+        verifier=JWTVerifier(key=secret, algorithms=["HS256"]),
+        sources=[QueryToken()],
+        limiter=None,
+    )
 
     def decide(head: bytes) -> Callable[[], object]:
         def run() -> object:
-            handshake = ServerHandshake(app.policy, limits=app.head_limits,
-                                        client=("127.0.0.1", 50000))
+            handshake = ServerHandshake(
+                app.policy, limits=app.head_limits, client=("127.0.0.1", 50000)
+            )
             decision = handshake.receive_data(head)
             return handshake.accept(decision) if hasattr(decision, "key") else decision
+
         return run
 
     def check(value: str) -> Callable[[], object]:
@@ -150,14 +160,16 @@ def handshake_costs(secret: str, token: str, count: int) -> dict[str, float]:
                 return jwt.decode(value, secret, algorithms=["HS256"])
             except jwt.InvalidTokenError:
                 return None
+
         return run
 
-    return {"h11 parse": per_call(parse, count),
-            "JWT valid": per_call(check(token), count),
-            "JWT invalid": per_call(check("not-a-valid-token"), count),
-            "decision accept": per_call(decide(HEAD.replace(b"TOKEN", token.encode())), count),
-            "decision refuse": per_call(decide(HEAD.replace(b"TOKEN", b"not-a-valid-token")),
-                                        count)}
+    return {
+        "h11 parse": per_call(parse, count),
+        "JWT valid": per_call(check(token), count),
+        "JWT invalid": per_call(check("not-a-valid-token"), count),
+        "decision accept": per_call(decide(HEAD.replace(b"TOKEN", token.encode())), count),
+        "decision refuse": per_call(decide(HEAD.replace(b"TOKEN", b"not-a-valid-token")), count),
+    }
 
 
 def main() -> None:
@@ -170,8 +182,10 @@ def main() -> None:
         show("wsproto, frame fed whole:", per_call(wsproto_round_trip(workload, frame), count))
         if len(frame) > 1024:
             for piece in (1024, 16384):
-                show(f"wsproto, fed {piece // 1024} KiB at a time:",
-                     per_call(wsproto_round_trip(workload, frame, piece), count // 10))
+                show(
+                    f"wsproto, fed {piece // 1024} KiB at a time:",
+                    per_call(wsproto_round_trip(workload, frame, piece), count // 10),
+                )
         show("websockets:", per_call(websockets_round_trip(workload, frame), count))
     print("Many small fragments (64-byte text fragments)")
     show("wsproto, per fragment:", fragment_cost(20))

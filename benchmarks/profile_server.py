@@ -35,7 +35,7 @@ def _name(function: tuple[str, int, str]) -> str:
     filename, line, name = function
     for marker in ("site-packages/", "wsauth_sync/", "lib/python3"):
         if marker in filename:
-            filename = filename[filename.index(marker):]
+            filename = filename[filename.index(marker) :]
             break
     return f"{name} ({filename}:{line})"
 
@@ -44,8 +44,18 @@ def _group(function: tuple[str, int, str]) -> str:
     filename, _, name = function
     if "wsauth_sync/" in filename:
         return "wsauth_sync"
-    for package in ("wsproto", "h11", "jwt", "gunicorn", "websockets", "threading", "queue",
-                    "selectors", "concurrent", "logging"):
+    for package in (
+        "wsproto",
+        "h11",
+        "jwt",
+        "gunicorn",
+        "websockets",
+        "threading",
+        "queue",
+        "selectors",
+        "concurrent",
+        "logging",
+    ):
         if f"/{package}/" in filename or filename.endswith(f"/{package}.py"):
             return package
     if name.startswith("<method") and "socket" in name:
@@ -59,22 +69,32 @@ def summarize(path: Path, header: str, top: int = 30) -> str:
     stats: Any = pstats.Stats(str(path)).stats  # {function: (cc, nc, tt, ct, callers)}
     total = sum(entry[2] for entry in stats.values())
     own = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
-    inclusive = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[:top * 2]
+    inclusive = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[: top * 2]
     groups: dict[str, float] = {}
     for function, entry in stats.items():
         group = _group(function)
         groups[group] = groups.get(group, 0.0) + entry[2]
-    lines = [header, f"total CPU {total:.2f} s (cProfile with thread CPU time, all threads "
-             "started after import)", "", "own time by where it is spent:"]
-    lines += [f"{100 * spent / total:5.1f}% {group}"
-              for group, spent in sorted(groups.items(), key=lambda item: -item[1])]
-    lines += ["",
-             "share  calls    own time (self)"]
-    lines += [f"{100 * entry[2] / total:5.1f}% {entry[1]:>8} self {_name(function)}"
-              for function, entry in own]
+    lines = [
+        header,
+        f"total CPU {total:.2f} s (cProfile with thread CPU time, all threads "
+        "started after import)",
+        "",
+        "own time by where it is spent:",
+    ]
+    lines += [
+        f"{100 * spent / total:5.1f}% {group}"
+        for group, spent in sorted(groups.items(), key=lambda item: -item[1])
+    ]
+    lines += ["", "share  calls    own time (self)"]
+    lines += [
+        f"{100 * entry[2] / total:5.1f}% {entry[1]:>8} self {_name(function)}"
+        for function, entry in own
+    ]
     lines += ["", "share  calls    inclusive"]
-    lines += [f"{100 * entry[3] / total:5.1f}% {entry[1]:>8} incl {_name(function)}"
-              for function, entry in inclusive]
+    lines += [
+        f"{100 * entry[3] / total:5.1f}% {entry[1]:>8} incl {_name(function)}"
+        for function, entry in inclusive
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -106,26 +126,47 @@ def main() -> int:
     name = f"{args.workload.lower()}-{slug}{'-' + args.tag if args.tag else ''}"
     raw = HERE / "results" / f"{name}.pstats"
     raw.unlink(missing_ok=True)
-    command = [str(port) if part == "PORT" else str(SECRET_FILE) if part == "SECRET_FILE"
-               else part.replace("PORT", str(port)) for part in SERVERS[args.server]]
-    server = subprocess.Popen(pinned(command, 0), env={**ENV, "WSAUTH_CPROFILE": str(raw)},
-                              cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        str(port)
+        if part == "PORT"
+        else str(SECRET_FILE)
+        if part == "SECRET_FILE"
+        else part.replace("PORT", str(port))
+        for part in SERVERS[args.server]
+    ]
+    server = subprocess.Popen(
+        pinned(command, 0),
+        env={**ENV, "WSAUTH_CPROFILE": str(raw)},
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_listening(port, server)
-        token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET,
-                           algorithm="HS256")
-        result = loadgen({"workload": args.workload, "port": port, "token": token,
-                          "seconds": args.seconds}, timeout=args.seconds + 60)
+        token = jwt.encode(
+            {"sub": "bench", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256"
+        )
+        result = loadgen(
+            {"workload": args.workload, "port": port, "token": token, "seconds": args.seconds},
+            timeout=args.seconds + 60,
+        )
         print(json.dumps(result), file=sys.stderr)
     finally:
         stop(server)
     deadline = time.monotonic() + 10
     while not raw.exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # gunicorn's worker may write after the arbiter exited
-    operation = {"W1": "messages", "W2": "messages", "W3": "handshakes", "W4": "rejections",
-                 "W6": "messages"}[args.workload]
-    header = (f"{args.server} under {args.workload} for {args.seconds} s: "
-              f"{result[operation]} {operation}; commit {_commit()}")
+    operation = {
+        "W1": "messages",
+        "W2": "messages",
+        "W3": "handshakes",
+        "W4": "rejections",
+        "W6": "messages",
+    }[args.workload]
+    header = (
+        f"{args.server} under {args.workload} for {args.seconds} s: "
+        f"{result[operation]} {operation}; commit {_commit()}"
+    )
     summary = PROFILES / f"{name}.txt"
     summary.write_text(summarize(raw, header))
     print(summary)
@@ -133,8 +174,13 @@ def main() -> int:
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=HERE, check=False)
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        check=False,
+    )
     return done.stdout.strip() or "unknown"
 
 

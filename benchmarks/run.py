@@ -33,38 +33,77 @@ import jwt
 HERE = Path(__file__).resolve().parent
 NODE = HERE / "node"
 SECRET = "benchmark-secret-of-32-bytes-min!"
-ENV = {**os.environ, "WSAUTH_BENCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
-       "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+ENV = {
+    **os.environ,
+    "WSAUTH_BENCH_SECRET": SECRET,
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+}
 
 #: name -> command (PORT is filled in); every server implements the same behaviour.
 SERVERS: dict[str, list[str]] = {
     "wsauth_sync": [sys.executable, str(HERE / "servers.py"), "wsauth", "PORT"],
     "wsauth_sync WSGI (gunicorn gthread)": [
-        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "1100", "-w", "1",
-        "--backlog", "1024", "-b", "127.0.0.1:PORT", "--log-level", "warning",
-        "servers:wsauth_wsgi_app()"],
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "--threads",
+        "1100",
+        "-w",
+        "1",
+        "--backlog",
+        "1024",
+        "-b",
+        "127.0.0.1:PORT",
+        "--log-level",
+        "warning",
+        "servers:wsauth_wsgi_app()",
+    ],
     "websockets sync": [sys.executable, str(HERE / "servers.py"), "websockets", "PORT"],
-    "simple-websocket (Werkzeug)": [sys.executable, str(HERE / "servers.py"),
-                                    "simple-websocket", "PORT"],
+    "simple-websocket (Werkzeug)": [
+        sys.executable,
+        str(HERE / "servers.py"),
+        "simple-websocket",
+        "PORT",
+    ],
     "Node ws (noServer + upgrade)": ["node", str(NODE / "server.mjs"), "PORT"],
     "raw threaded TCP echo": [sys.executable, str(HERE / "servers.py"), "raw-tcp", "PORT"],
     # As users run it: the command line, INFO logging on (to a discarded stderr), the
     # default per-address and per-identity caps (so W5 is skipped; tokens vary by subject).
     "wsauth_sync CLI (python -m wsauth_sync echo)": [
-        sys.executable, "-m", "wsauth_sync", "echo", "--port", "PORT", "--no-rate-limit",
-        "--jwt-secret-file", "SECRET_FILE", "--max-connections", "4000"],
+        sys.executable,
+        "-m",
+        "wsauth_sync",
+        "echo",
+        "--port",
+        "PORT",
+        "--no-rate-limit",
+        "--jwt-secret-file",
+        "SECRET_FILE",
+        "--max-connections",
+        "4000",
+    ],
 }
 # gunicorn's own cost per refusal: a bare WSGI app that answers 401 unchecked (W4 only).
 SERVERS["gunicorn gthread alone (bare 401 app, W4 floor)"] = [
-    *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1], "servers:refusing_wsgi_app()"]
+    *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1],
+    "servers:refusing_wsgi_app()",
+]
 CLI = "wsauth_sync CLI (python -m wsauth_sync echo)"
 GUNICORN_ALONE = "gunicorn gthread alone (bare 401 app, W4 floor)"
 RAW = "raw threaded TCP echo"
 BASELINE = "websockets sync"
 WORKLOADS = ["W1", "W2", "W3", "W4", "W6", "W5"]
 #: What one operation of each workload is, as the load generator counts it.
-OPERATION = {"W1": "messages", "W2": "messages", "W3": "handshakes", "W4": "rejections",
-             "W6": "messages"}
+OPERATION = {
+    "W1": "messages",
+    "W2": "messages",
+    "W3": "handshakes",
+    "W4": "rejections",
+    "W6": "messages",
+}
 #: Load generator CPU (cores) from which a figure counts as bounded by the generator.
 LOADGEN_BOUND = 0.9
 SECRET_FILE = HERE / "results" / "jwt-secret"
@@ -84,10 +123,17 @@ def free_port() -> int:
 
 def start(name: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    command = [str(port) if part == "PORT" else str(SECRET_FILE) if part == "SECRET_FILE"
-               else part.replace("PORT", str(port)) for part in SERVERS[name]]
-    process = subprocess.Popen(pinned(command, 0), env=ENV, cwd=HERE,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        str(port)
+        if part == "PORT"
+        else str(SECRET_FILE)
+        if part == "SECRET_FILE"
+        else part.replace("PORT", str(port))
+        for part in SERVERS[name]
+    ]
+    process = subprocess.Popen(
+        pinned(command, 0), env=ENV, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -121,8 +167,9 @@ def tree_rss(pid: int) -> int:
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
-        total += next(int(line.split()[1]) * 1024 for line in status.splitlines()
-                      if line.startswith("VmRSS:"))
+        total += next(
+            int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")
+        )
         pending += [int(child) for child in children]
     return total
 
@@ -145,22 +192,37 @@ def tree_cpu(pid: int) -> float:
 
 
 def loadgen(options: dict[str, Any], timeout: float) -> dict[str, Any]:
-    result = subprocess.run(pinned(["node", str(NODE / "loadgen.mjs"), json.dumps(options)], 1),
-                            capture_output=True, text=True, timeout=timeout, cwd=NODE)
+    result = subprocess.run(
+        pinned(["node", str(NODE / "loadgen.mjs"), json.dumps(options)], 1),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=NODE,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def idle_connections(process: subprocess.Popen[bytes], port: int, token: str,
-                     count: int) -> dict[str, Any]:
+def idle_connections(
+    process: subprocess.Popen[bytes], port: int, token: str, count: int
+) -> dict[str, Any]:
     time.sleep(0.5)
     before = tree_rss(process.pid)
     generator = subprocess.Popen(
-        pinned(["node", str(NODE / "loadgen.mjs"),
-                json.dumps({"workload": "W5", "port": port, "token": token,
-                            "connections": count})], 1),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=NODE)
+        pinned(
+            [
+                "node",
+                str(NODE / "loadgen.mjs"),
+                json.dumps({"workload": "W5", "port": port, "token": token, "connections": count}),
+            ],
+            1,
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=NODE,
+    )
     try:
         assert generator.stdout is not None and generator.stdin is not None
         held = json.loads(generator.stdout.readline())
@@ -172,12 +234,18 @@ def idle_connections(process: subprocess.Popen[bytes], port: int, token: str,
     finally:
         stop(generator)  # type: ignore[arg-type]
     per = (after - before) / held["held"] if held["held"] else None
-    return {"held": held["held"], "failures": held["failures"], "rss_before": before,
-            "rss_after": after, "rss_per_connection": per}
+    return {
+        "held": held["held"],
+        "failures": held["failures"],
+        "rss_before": before,
+        "rss_after": after,
+        "rss_per_connection": per,
+    }
 
 
-def timed_loadgen(process: subprocess.Popen[bytes], options: dict[str, Any],
-                  seconds: float) -> dict[str, Any]:
+def timed_loadgen(
+    process: subprocess.Popen[bytes], options: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     """One workload, with the server's CPU seconds spent during it."""
     before = tree_cpu(process.pid)
     result = loadgen(options, timeout=seconds + 60)
@@ -185,23 +253,34 @@ def timed_loadgen(process: subprocess.Popen[bytes], options: dict[str, Any],
     return result
 
 
-def measure(name: str, tokens: list[str], seconds: float, idle: int,
-            workloads: list[str]) -> dict[str, Any]:
+def measure(
+    name: str, tokens: list[str], seconds: float, idle: int, workloads: list[str]
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     process, port = start(name)
     try:
         if name == RAW:
             for workload in [w for w in ("W1", "W2") if w in workloads]:
-                results[workload] = timed_loadgen(process, {
-                    "workload": workload, "port": port, "raw": True, "seconds": seconds},
-                    seconds)
+                results[workload] = timed_loadgen(
+                    process,
+                    {"workload": workload, "port": port, "raw": True, "seconds": seconds},
+                    seconds,
+                )
             return results
         if name == GUNICORN_ALONE:
             workloads = [w for w in workloads if w == "W4"]
         for workload in [w for w in WORKLOADS[:-1] if w in workloads]:
-            results[workload] = timed_loadgen(process, {
-                "workload": workload, "port": port, "token": tokens[0], "seconds": seconds,
-                "tokens": tokens if name == CLI else None}, seconds)
+            results[workload] = timed_loadgen(
+                process,
+                {
+                    "workload": workload,
+                    "port": port,
+                    "token": tokens[0],
+                    "seconds": seconds,
+                    "tokens": tokens if name == CLI else None,
+                },
+                seconds,
+            )
     finally:
         stop(process)
     if name in (CLI, GUNICORN_ALONE) or "W5" not in workloads:
@@ -249,28 +328,52 @@ def figures(run: dict[str, Any], seconds: float) -> dict[str, float | None]:
 
 def median_figures(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
     keys = {key for run in runs for key in run}
-    return {key: statistics.median(v) if (v := [r[key] for r in runs
-                                                 if r.get(key) is not None]) else None
-            for key in sorted(keys)}
+    return {
+        key: statistics.median(v)
+        if (v := [r[key] for r in runs if r.get(key) is not None])
+        else None
+        for key in sorted(keys)
+    }
 
 
 #: Throughput column -> the workload whose load generator CPU says if it was bounded.
-THROUGHPUT = {"W1 msg/s": "W1", "W1 p50 ms": None, "W1 p99 ms": None, "W2 MB/s": "W2",
-              "W3 handshakes/s": "W3", "W3 p99 ms": None, "W4 rejections/s": "W4",
-              "W5 KiB/conn": None, "W5 held": None, "W6 msg/s": "W6"}
-RATIOS = {"W1 msg/s", "W2 MB/s", "W3 handshakes/s", "W4 rejections/s", "W5 KiB/conn",
-          "W6 msg/s"}
-EFFICIENCY = ["W1 ops/CPU-s", "W1 µs CPU/op", "W2 ops/CPU-s", "W2 µs CPU/op",
-              "W3 ops/CPU-s", "W3 µs CPU/op", "W4 ops/CPU-s", "W4 µs CPU/op",
-              "W6 ops/CPU-s", "W6 µs CPU/op"]
+THROUGHPUT = {
+    "W1 msg/s": "W1",
+    "W1 p50 ms": None,
+    "W1 p99 ms": None,
+    "W2 MB/s": "W2",
+    "W3 handshakes/s": "W3",
+    "W3 p99 ms": None,
+    "W4 rejections/s": "W4",
+    "W5 KiB/conn": None,
+    "W5 held": None,
+    "W6 msg/s": "W6",
+}
+RATIOS = {"W1 msg/s", "W2 MB/s", "W3 handshakes/s", "W4 rejections/s", "W5 KiB/conn", "W6 msg/s"}
+EFFICIENCY = [
+    "W1 ops/CPU-s",
+    "W1 µs CPU/op",
+    "W2 ops/CPU-s",
+    "W2 µs CPU/op",
+    "W3 ops/CPU-s",
+    "W3 µs CPU/op",
+    "W4 ops/CPU-s",
+    "W4 µs CPU/op",
+    "W6 ops/CPU-s",
+    "W6 µs CPU/op",
+]
 
 
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
-def _table(medians: dict[str, dict[str, float | None]], columns: list[str],
-           ratios: set[str], bound_by: dict[str, str | None]) -> list[str]:
+def _table(
+    medians: dict[str, dict[str, float | None]],
+    columns: list[str],
+    ratios: set[str],
+    bound_by: dict[str, str | None],
+) -> list[str]:
     base = medians.get(BASELINE, {})
     lines = ["| server | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, figs in medians.items():
@@ -281,8 +384,11 @@ def _table(medians: dict[str, dict[str, float | None]], columns: list[str],
             if column in ratios and value is not None and base.get(column):
                 text += f" ({value / base[column]:.2f}x)"  # type: ignore[operator]
             workload = bound_by.get(column)
-            if value is not None and workload and \
-                    (figs.get(f"{workload} loadgen CPU") or 0) >= LOADGEN_BOUND:
+            if (
+                value is not None
+                and workload
+                and (figs.get(f"{workload} loadgen CPU") or 0) >= LOADGEN_BOUND
+            ):
                 text += " ‡"
             row.append(text)
         lines.append(f"| {name} | " + " | ".join(row) + " |")
@@ -290,56 +396,79 @@ def _table(medians: dict[str, dict[str, float | None]], columns: list[str],
 
 
 def report(medians: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> str:
-    lines = [f"Machine: {meta['machine']} (shared with other work; throughput moves with its "
-             f"load, CPU per operation much less); {meta['repeats']} interleaved repeats of "
-             f"{meta['seconds']} s per workload, medians; W5 holds {meta['idle']} idle "
-             "connections. Ratios are to `websockets` sync (for KiB/conn, lower is better "
-             "and the ratio is ours / theirs). ‡: the load generator used "
-             f"≥ {LOADGEN_BOUND:.0%} of its core, so the figure is a lower bound.", "",
-             "Throughput:", ""]
+    lines = [
+        f"Machine: {meta['machine']} (shared with other work; throughput moves with its "
+        f"load, CPU per operation much less); {meta['repeats']} interleaved repeats of "
+        f"{meta['seconds']} s per workload, medians; W5 holds {meta['idle']} idle "
+        "connections. Ratios are to `websockets` sync (for KiB/conn, lower is better "
+        "and the ratio is ours / theirs). ‡: the load generator used "
+        f"≥ {LOADGEN_BOUND:.0%} of its core, so the figure is a lower bound.",
+        "",
+        "Throughput:",
+        "",
+    ]
     lines += _table(medians, list(THROUGHPUT), RATIOS, THROUGHPUT)
-    lines += ["", "Server CPU per operation (operations per server CPU-second, user + system "
-              "time of the server process; higher is better; and µs of CPU per operation):", ""]
-    lines += _table(medians, EFFICIENCY, {c for c in EFFICIENCY if "ops/" in c},
-                    {c: c.split()[0] for c in EFFICIENCY})
+    lines += [
+        "",
+        "Server CPU per operation (operations per server CPU-second, user + system "
+        "time of the server process; higher is better; and µs of CPU per operation):",
+        "",
+    ]
+    lines += _table(
+        medians,
+        EFFICIENCY,
+        {c for c in EFFICIENCY if "ops/" in c},
+        {c: c.split()[0] for c in EFFICIENCY},
+    )
     lines += ["", *floors(medians, meta.get("framing", {}))]
     return "\n".join(lines) + "\n"
 
 
-def floors(medians: dict[str, dict[str, float | None]],
-           framing: dict[str, float]) -> list[str]:
+def floors(medians: dict[str, dict[str, float | None]], framing: dict[str, float]) -> list[str]:
     """Each workload against the floor its dependencies set."""
     raw, ours = medians.get(RAW, {}), medians.get("wsauth_sync", {})
     wsgi = medians.get("wsauth_sync WSGI (gunicorn gthread)", {})
     alone = medians.get(GUNICORN_ALONE, {})
-    lines = ["Floors, in µs of server CPU per operation. W1/W2: the raw threaded TCP echo of the "
-             "same bytes (one thread per connection, the same system calls) plus wsproto alone "
-             "decoding the client's frame and encoding the reply; W6: wsproto's cost per 64-byte "
-             "fragment times 1,000 plus the raw I/O of W2. W4 through the WSGI middleware: "
-             "gunicorn "
-             "answering a bare 401 app. Dependency costs come from `benchmarks/frame_cost.py` "
-             "in this run.", "",
-             "| workload | I/O floor | dependency work | floor | wsauth_sync | ratio |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "Floors, in µs of server CPU per operation. W1/W2: the raw threaded TCP echo of the "
+        "same bytes (one thread per connection, the same system calls) plus wsproto alone "
+        "decoding the client's frame and encoding the reply; W6: wsproto's cost per 64-byte "
+        "fragment times 1,000 plus the raw I/O of W2. W4 through the WSGI middleware: "
+        "gunicorn "
+        "answering a bare 401 app. Dependency costs come from `benchmarks/frame_cost.py` "
+        "in this run.",
+        "",
+        "| workload | I/O floor | dependency work | floor | wsauth_sync | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
 
     def row(label: str, io: float | None, work: float | None, mine: float | None) -> None:
         if io is not None and work is not None and mine is not None:
-            lines.append(f"| {label} | {io:.1f} | {work:.1f} | {io + work:.1f} | {mine:.1f} | "
-                         f"{mine / (io + work):.2f}x |")
+            lines.append(
+                f"| {label} | {io:.1f} | {work:.1f} | {io + work:.1f} | {mine:.1f} | "
+                f"{mine / (io + work):.2f}x |"
+            )
 
     row("W1 32 B echo", raw.get("W1 µs CPU/op"), framing.get("w1"), ours.get("W1 µs CPU/op"))
     row("W2 64 KiB echo", raw.get("W2 µs CPU/op"), framing.get("w2"), ours.get("W2 µs CPU/op"))
     fragment = framing.get("fragment")
-    row("W6 1,000 fragments", raw.get("W2 µs CPU/op"), fragment and fragment * 1000,
-        ours.get("W6 µs CPU/op"))
+    row(
+        "W6 1,000 fragments",
+        raw.get("W2 µs CPU/op"),
+        fragment and fragment * 1000,
+        ours.get("W6 µs CPU/op"),
+    )
     row("W4 WSGI refusal", alone.get("W4 µs CPU/op"), 0.0, wsgi.get("W4 µs CPU/op"))
     if "h11 parse" in framing:
-        lines += ["", "Handshakes without I/O (µs): h11 parsing the head "
-                  f"{framing['h11 parse']:.0f}, PyJWT checking a valid token "
-                  f"{framing['JWT valid']:.0f} and an invalid one {framing['JWT invalid']:.0f}; "
-                  "wsauth_sync's whole sans-I/O decision (parse, checks, verify, response "
-                  f"bytes): accept {framing['decision accept']:.0f}, refuse "
-                  f"{framing['decision refuse']:.0f}."]
+        lines += [
+            "",
+            "Handshakes without I/O (µs): h11 parsing the head "
+            f"{framing['h11 parse']:.0f}, PyJWT checking a valid token "
+            f"{framing['JWT valid']:.0f} and an invalid one {framing['JWT invalid']:.0f}; "
+            "wsauth_sync's whole sans-I/O decision (parse, checks, verify, response "
+            f"bytes): accept {framing['decision accept']:.0f}, refuse "
+            f"{framing['decision refuse']:.0f}.",
+        ]
     return lines
 
 
@@ -350,18 +479,28 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=1000, help="connections held in W5")
     parser.add_argument("--only", action="append", help="run only these servers")
-    parser.add_argument("--workload", action="append", choices=WORKLOADS,
-                        help="run only these workloads (W5 needs its own process)")
+    parser.add_argument(
+        "--workload",
+        action="append",
+        choices=WORKLOADS,
+        help="run only these workloads (W5 needs its own process)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.seconds, args.idle = 1, 0.5, 20
     if not (NODE / "node_modules" / "ws").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE,
-                       check=True, timeout=300)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE,
+            check=True,
+            timeout=300,
+        )
     expires = int(time.time()) + 24 * 3600
     # Distinct subjects, for the CLI's default cap of connections per identity.
-    tokens = [jwt.encode({"sub": f"bench-{n}", "exp": expires}, SECRET, algorithm="HS256")
-              for n in range(64)]
+    tokens = [
+        jwt.encode({"sub": f"bench-{n}", "exp": expires}, SECRET, algorithm="HS256")
+        for n in range(64)
+    ]
     SECRET_FILE.parent.mkdir(exist_ok=True)
     SECRET_FILE.touch(mode=0o600)
     SECRET_FILE.write_text(SECRET)
@@ -369,24 +508,28 @@ def main() -> int:
     runs: dict[str, list[dict[str, float | None]]] = {name: [] for name in names}
     raw: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for repeat in range(args.repeats):
-        order = names[repeat % len(names):] + names[:repeat % len(names)]  # interleave
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]  # interleave
         for name in order:
             print(f"[{repeat + 1}/{args.repeats}] {name}", file=sys.stderr, flush=True)
-            result = measure(name, tokens, args.seconds, args.idle,
-                             args.workload or WORKLOADS)
+            result = measure(name, tokens, args.seconds, args.idle, args.workload or WORKLOADS)
             raw[name].append(result)
             runs[name].append(figures(result, args.seconds))
     medians = {name: median_figures(runs[name]) for name in names}
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                       f"Python {platform.python_version()}, Linux {platform.release()}",
-            "repeats": args.repeats, "seconds": args.seconds, "idle": args.idle,
-            "command": "python3 benchmarks/run.py" + (" --quick" if args.quick else ""),
-            "framing": framing_costs(quick=args.quick, token=tokens[0])}
+    meta = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, Linux {platform.release()}",
+        "repeats": args.repeats,
+        "seconds": args.seconds,
+        "idle": args.idle,
+        "command": "python3 benchmarks/run.py" + (" --quick" if args.quick else ""),
+        "framing": framing_costs(quick=args.quick, token=tokens[0]),
+    }
     text = report(medians, meta)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"meta": meta, "medians": medians, "raw": raw},
-                                                indent=1))
+    (out / "latest.json").write_text(
+        json.dumps({"meta": meta, "medians": medians, "raw": raw}, indent=1)
+    )
     (out / "latest.md").write_text(text)
     if not args.quick and not args.only and not args.workload:
         update_results(text, meta)
@@ -400,10 +543,12 @@ def framing_costs(*, quick: bool, token: str) -> dict[str, float]:
     import frame_cost
 
     count = 200 if quick else 5000
-    return {"w1": frame_cost.wsproto_cost(frame_cost.SMALL, count),
-            "w2": frame_cost.wsproto_cost(frame_cost.LARGE, count // 20),
-            "fragment": frame_cost.fragment_cost(2 if quick else 20),
-            **frame_cost.handshake_costs(SECRET, token, count // 5)}
+    return {
+        "w1": frame_cost.wsproto_cost(frame_cost.SMALL, count),
+        "w2": frame_cost.wsproto_cost(frame_cost.LARGE, count // 20),
+        "fragment": frame_cost.fragment_cost(2 if quick else 20),
+        **frame_cost.handshake_costs(SECRET, token, count // 5),
+    }
 
 
 def update_results(table: str, meta: dict[str, Any]) -> None:

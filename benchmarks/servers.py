@@ -69,6 +69,8 @@ def profile_threads(path: str) -> None:
     atexit.register(dump)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 WELCOME = "Welcome! You are authenticated."
 
 
@@ -86,12 +88,24 @@ def wsauth(port: int) -> None:
     from wsauth_sync import JWTVerifier, QueryToken, WebSocketApp, WebSocketServer
     from wsauth_sync.echo import echo
 
-    app = WebSocketApp({"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
-                       sources=[QueryToken()], limiter=None,
-                       # One load generator, one token: per-client caps off, as for peers.
-                       max_connections_per_identity=None, max_connections_per_ip=None)
-    server = WebSocketServer(app, host="127.0.0.1", port=port, max_connections=4000,
-                             max_pending=4000, max_pending_per_ip=4000, backlog=1024)
+    app = WebSocketApp(
+        {"/ws": echo},
+        verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
+        sources=[QueryToken()],
+        limiter=None,
+        # One load generator, one token: per-client caps off, as for peers.
+        max_connections_per_identity=None,
+        max_connections_per_ip=None,
+    )
+    server = WebSocketServer(
+        app,
+        host="127.0.0.1",
+        port=port,
+        max_connections=4000,
+        max_pending=4000,
+        max_pending_per_ip=4000,
+        backlog=1024,
+    )
     print("ready", flush=True)
     server.serve_forever()
 
@@ -106,14 +120,23 @@ def wsauth_wsgi_app() -> Any:
         start_response("404 Not Found", [("Content-Length", "0")])
         return []
 
-    return WebSocketMiddleware(not_found, WebSocketApp(
-        {"/ws": echo}, verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
-        sources=[QueryToken()], limiter=None, max_connections_per_identity=None,
-        max_connections_per_ip=None), redact_host_logs=False)
+    return WebSocketMiddleware(
+        not_found,
+        WebSocketApp(
+            {"/ws": echo},
+            verifier=JWTVerifier(key=SECRET, algorithms=["HS256"]),
+            sources=[QueryToken()],
+            limiter=None,
+            max_connections_per_identity=None,
+            max_connections_per_ip=None,
+        ),
+        redact_host_logs=False,
+    )
 
 
 def refusing_wsgi_app() -> Any:
     """gunicorn's own floor for W4: a WSGI app that answers every request 401, unchecked."""
+
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("401 Unauthorized", [("Content-Length", "17")])
         return [b"401 Unauthorized\n"]
@@ -137,8 +160,14 @@ def websockets_sync(port: int) -> None:
         for message in ws:
             ws.send(f"You said: {message}" if isinstance(message, str) else message)
 
-    with serve(handler, "127.0.0.1", port, process_request=process_request,
-               compression=None, max_size=2**20) as server:
+    with serve(
+        handler,
+        "127.0.0.1",
+        port,
+        process_request=process_request,
+        compression=None,
+        max_size=2**20,
+    ) as server:
         print("ready", flush=True)
         server.serve_forever()
 
@@ -189,8 +218,12 @@ def raw_tcp(port: int) -> None:
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
-SERVERS = {"wsauth": wsauth, "websockets": websockets_sync, "simple-websocket": simple_websocket,
-           "raw-tcp": raw_tcp}
+SERVERS = {
+    "wsauth": wsauth,
+    "websockets": websockets_sync,
+    "simple-websocket": simple_websocket,
+    "raw-tcp": raw_tcp,
+}
 
 if os.environ.get("WSAUTH_CPROFILE"):
     profile_threads(os.environ["WSAUTH_CPROFILE"])

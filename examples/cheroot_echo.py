@@ -23,28 +23,34 @@ from wsauth_sync.cheroot_gateway import CherootGateway
 from wsauth_sync.echo import echo
 from wsauth_sync.wsgi import WebSocketMiddleware
 
-TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
-          if token.strip()]
+TOKENS = [
+    token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",") if token.strip()
+]
 
 
 def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """The ordinary part of the site: still served by the wrapped application."""
     body = b"cheroot is serving HTTP; the echo WebSocket is at /ws\n"
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
 
 if __name__ == "__main__":
     if not TOKENS:
-        print("examples/cheroot_echo.py: set WSAUTH_TOKENS to one or more comma-separated "
-              "tokens", file=sys.stderr)
+        print(
+            "examples/cheroot_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+            file=sys.stderr,
+        )
         sys.exit(2)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = WebSocketMiddleware(index, WebSocketApp(
-        {"/ws": echo}, verifier=StaticTokens(TOKENS),
-        sources=[QueryToken(), BearerToken(), SubprotocolToken()]))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = WebSocketMiddleware(
+        index,
+        WebSocketApp(
+            {"/ws": echo},
+            verifier=StaticTokens(TOKENS),
+            sources=[QueryToken(), BearerToken(), SubprotocolToken()],
+        ),
+    )
     server = Server(("127.0.0.1", int(os.environ.get("PORT", "8000"))), app, numthreads=40)
     server.gateway = CherootGateway  # offers the socket to the middleware
     server.prepare()  # binds: the port is known (PORT=0 picks a free one)

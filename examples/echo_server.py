@@ -20,8 +20,9 @@ from wsauth_sync import (
     WebSocketServer,
 )
 
-TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
-          if token.strip()]
+TOKENS = [
+    token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",") if token.strip()
+]
 
 
 def echo(ws: WebSocket) -> None:
@@ -33,8 +34,10 @@ def echo(ws: WebSocket) -> None:
 
 if __name__ == "__main__":
     if not TOKENS:
-        print("examples/echo_server.py: set WSAUTH_TOKENS to one or more comma-separated "
-              "tokens", file=sys.stderr)
+        print(
+            "examples/echo_server.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+            file=sys.stderr,
+        )
         sys.exit(2)
     app = WebSocketApp(
         {"/ws": echo},

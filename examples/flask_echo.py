@@ -34,17 +34,23 @@ def echo(ws: WebSocket) -> None:
         ws.send(f"You said: {message}" if isinstance(message, str) else message)
 
 
-TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
-          if token.strip()]
+TOKENS = [
+    token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",") if token.strip()
+]
 if not TOKENS:
-    print("examples/flask_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
-          file=sys.stderr)
+    print(
+        "examples/flask_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+        file=sys.stderr,
+    )
     sys.exit(2)
-app.wsgi_app = WebSocketMiddleware(app.wsgi_app, WebSocketApp(  # type: ignore[method-assign]
-    {"/ws": echo},
-    verifier=StaticTokens({token: f"user-{n}" for n, token in enumerate(TOKENS, 1)}),
-    sources=[QueryToken(), SubprotocolToken()],
-))
+app.wsgi_app = WebSocketMiddleware(
+    app.wsgi_app,
+    WebSocketApp(  # type: ignore[method-assign]
+        {"/ws": echo},
+        verifier=StaticTokens({token: f"user-{n}" for n, token in enumerate(TOKENS, 1)}),
+        sources=[QueryToken(), SubprotocolToken()],
+    ),
+)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)

@@ -27,11 +27,14 @@ from wsauth_sync import (
 from wsauth_sync.core.audit import redact_message
 from wsauth_sync.echo import echo
 
-TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
-          if token.strip()]
+TOKENS = [
+    token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",") if token.strip()
+]
 if not TOKENS:
-    print("examples/stdlib_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
-          file=sys.stderr)
+    print(
+        "examples/stdlib_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+        file=sys.stderr,
+    )
     sys.exit(2)
 ws_app = WebSocketApp({"/ws": echo}, verifier=StaticTokens(TOKENS), sources=[QueryToken()])
 
@@ -42,10 +45,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.partition("?")[0] in ws_app.routes:
             request = UpgradeRequest.from_fields(
-                method=self.command, target=self.path, headers=self.headers.items(),
-                http_version=self.request_version, client=self.client_address[:2])
-            handle_request(self.connection, request, ws_app,
-                           buffered=take_buffered(self.rfile, self.connection))
+                method=self.command,
+                target=self.path,
+                headers=self.headers.items(),
+                http_version=self.request_version,
+                client=self.client_address[:2],
+            )
+            handle_request(
+                self.connection,
+                request,
+                ws_app,
+                buffered=take_buffered(self.rfile, self.connection),
+            )
             self.close_connection = True  # the socket is done with HTTP
             return
         body = b"http.server is serving HTTP; the echo WebSocket is at /ws\n"

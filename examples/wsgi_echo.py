@@ -27,33 +27,44 @@ from wsauth_sync.wsgi import WebSocketMiddleware
 # One line per decision from wsauth_sync, next to the server's own log.
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-TOKENS = [token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",")
-          if token.strip()]
+TOKENS = [
+    token.strip() for token in os.environ.get("WSAUTH_TOKENS", "").split(",") if token.strip()
+]
 if not TOKENS:
-    print("examples/wsgi_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
-          file=sys.stderr)
+    print(
+        "examples/wsgi_echo.py: set WSAUTH_TOKENS to one or more comma-separated tokens",
+        file=sys.stderr,
+    )
     # Under gunicorn, status 3 means "the worker cannot boot": it stops instead of retrying.
     sys.exit(2 if __name__ == "__main__" else 3)
 # Proxies whose X-Forwarded-For names the client: IP addresses, or "unix" for nginx in
 # front of gunicorn on a Unix socket (--bind unix:/run/app.sock). None by default.
-TRUSTED_PROXIES = [proxy.strip() for proxy in
-                   os.environ.get("WSAUTH_TRUSTED_PROXIES", "").split(",") if proxy.strip()]
+TRUSTED_PROXIES = [
+    proxy.strip()
+    for proxy in os.environ.get("WSAUTH_TRUSTED_PROXIES", "").split(",")
+    if proxy.strip()
+]
 
 
 def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """The ordinary part of the site: still served by the wrapped application."""
     body = b"<!doctype html><title>wsauth_sync</title><p>Echo WebSocket at /ws</p>\n"
-    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                              ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
-app = WebSocketMiddleware(index, WebSocketApp(
-    {"/ws": echo},
-    verifier=StaticTokens(TOKENS),
-    sources=[QueryToken(), BearerToken(), SubprotocolToken()],
-    trusted_proxies=TRUSTED_PROXIES,
-))
+app = WebSocketMiddleware(
+    index,
+    WebSocketApp(
+        {"/ws": echo},
+        verifier=StaticTokens(TOKENS),
+        sources=[QueryToken(), BearerToken(), SubprotocolToken()],
+        trusted_proxies=TRUSTED_PROXIES,
+    ),
+)
+
 
 def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt

@@ -44,15 +44,18 @@ logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message
 
 PING = float(os.environ.get("WSAUTH_PING", "20"))
 SOURCES = [QueryToken(), BearerToken()]
-LIMITS: dict[str, Any] = {"close_timeout": 2.0, "max_connections_per_identity": None,
-                          "max_connections_per_ip": None, "limiter": None}
+LIMITS: dict[str, Any] = {
+    "close_timeout": 2.0,
+    "max_connections_per_identity": None,
+    "max_connections_per_ip": None,
+    "limiter": None,
+}
 TIMED = {**LIMITS, "ping_interval": PING, "ping_timeout": PING}
 
 
 def index(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     body = f"plain page, pid {os.getpid()}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
 
@@ -60,17 +63,33 @@ def build() -> Any:
     app: Any = index
     tokens = [t for t in os.environ.get("WSAUTH_TOKENS", "").split(",") if t]
     if tokens:
-        app = WebSocketMiddleware(app, WebSocketApp(
-            {"/ws": echo}, verifier=StaticTokens(tokens), sources=SOURCES, **LIMITS))
+        app = WebSocketMiddleware(
+            app,
+            WebSocketApp({"/ws": echo}, verifier=StaticTokens(tokens), sources=SOURCES, **LIMITS),
+        )
     if os.environ.get("WSAUTH_JWT_SECRET"):
-        app = WebSocketMiddleware(app, WebSocketApp(
-            {"/jwt": echo}, sources=SOURCES, verifier=JWTVerifier(
-                key=os.environ["WSAUTH_JWT_SECRET"], algorithms=["HS256"], leeway=0),
-            **TIMED))
+        app = WebSocketMiddleware(
+            app,
+            WebSocketApp(
+                {"/jwt": echo},
+                sources=SOURCES,
+                verifier=JWTVerifier(
+                    key=os.environ["WSAUTH_JWT_SECRET"], algorithms=["HS256"], leeway=0
+                ),
+                **TIMED,
+            ),
+        )
     if os.environ.get("WSAUTH_KEYS_DB"):
-        app = WebSocketMiddleware(app, WebSocketApp(
-            {"/keys": echo}, sources=SOURCES, verifier=open_keystore(
-                os.environ["WSAUTH_KEYS_DB"]), revocation_interval=0.5, **TIMED))
+        app = WebSocketMiddleware(
+            app,
+            WebSocketApp(
+                {"/keys": echo},
+                sources=SOURCES,
+                verifier=open_keystore(os.environ["WSAUTH_KEYS_DB"]),
+                revocation_interval=0.5,
+                **TIMED,
+            ),
+        )
     return app
 
 
@@ -97,8 +116,9 @@ def _serve(kind: str) -> None:
         listener = eventlet.listen(("127.0.0.1", port))
         print(f"Listening on http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        eventlet.wsgi.server(listener, app, protocol=EventletProtocol,
-                             log=logging.getLogger("eventlet.wsgi"))
+        eventlet.wsgi.server(
+            listener, app, protocol=EventletProtocol, log=logging.getLogger("eventlet.wsgi")
+        )
 
 
 if __name__ == "__main__":

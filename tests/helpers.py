@@ -43,8 +43,10 @@ def main_python_only(needs: str) -> pytest.MarkDecorator:
     library; they run once, on the main Python (``.ci/run``), and the other versions keep
     the rest of the suite.
     """
-    return pytest.mark.skipif(os.environ.get("WSAUTH_MAIN_ONLY_SKIP") == "1",
-                              reason=f"needs {needs}: runs on the main Python only")
+    return pytest.mark.skipif(
+        os.environ.get("WSAUTH_MAIN_ONLY_SKIP") == "1",
+        reason=f"needs {needs}: runs on the main Python only",
+    )
 
 
 def make_app(**overrides: object) -> WebSocketApp:
@@ -82,9 +84,11 @@ def ws_url(server: WebSocketServer, path: str = "/ws") -> str:
 
 def handshake_bytes(target: str = "/ws", *, extra: str = "", key: str = KEY) -> bytes:
     """A valid opening handshake with optional extra header lines (CRLF-terminated)."""
-    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode("latin-1")
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+    ).encode("latin-1")
 
 
 def connect_raw(server: WebSocketServer, timeout: float = 3.0) -> socket.socket:
@@ -118,8 +122,13 @@ def exchange(server: WebSocketServer, data: bytes, timeout: float = 3.0) -> byte
 def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
     """Parse an HTTP response with h11 (as a client would): status, headers, body."""
     client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[
-        ("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]))
+    client.send(
+        h11.Request(
+            method="GET",
+            target="/",
+            headers=[("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        )
+    )
     client.send(h11.EndOfMessage())
     client.receive_data(data)
     event = client.next_event()
@@ -179,8 +188,8 @@ def read_frames(sock: socket.socket, count: int, timeout: float = 3.0) -> list[t
             need(10)
             length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
         need(offset + length)
-        frames.append((opcode, buffer[offset:offset + length]))
-        buffer = buffer[offset + length:]
+        frames.append((opcode, buffer[offset : offset + length]))
+        buffer = buffer[offset + length :]
     return frames
 
 
@@ -193,9 +202,11 @@ def secret_forms(secret: str = SECRET) -> list[str]:
     import base64
 
     raw = secret.encode()
-    return [secret,
-            base64.b64encode(raw).decode().rstrip("="),
-            base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+    return [
+        secret,
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    ]
 
 
 def wait_for(predicate: object, timeout: float = 3.0) -> bool:
@@ -211,15 +222,23 @@ def wait_for(predicate: object, timeout: float = 3.0) -> bool:
 class ServerProcess:
     """A server run as a subprocess; its stdout and stderr lines are collected."""
 
-    def __init__(self, command: list[str], *, env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+    def __init__(
+        self, command: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
-        self._pumps = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
-                       for stream in (self.process.stdout, self.process.stderr)]
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream,), daemon=True)
+            for stream in (self.process.stdout, self.process.stderr)
+        ]
         for pump in self._pumps:
             pump.start()
 
@@ -236,8 +255,9 @@ class ServerProcess:
             try:
                 line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; output so far: "
-                                     f"{self.lines[-20:]}") from None
+                raise AssertionError(
+                    f"no line matching {pattern!r}; output so far: {self.lines[-20:]}"
+                ) from None
             match = re.search(pattern, line)
             if match:
                 return match
@@ -261,13 +281,18 @@ class ServerProcess:
                 pump.join(timeout=5)
 
 
-def open_raw_ws(server: WebSocketServer, target: str = f"/ws?token={SECRET}", *,
-                extra: str = "", source_ip: str | None = None,
-                timeout: float = 3.0) -> socket.socket:
+def open_raw_ws(
+    server: WebSocketServer,
+    target: str = f"/ws?token={SECRET}",
+    *,
+    extra: str = "",
+    source_ip: str | None = None,
+    timeout: float = 3.0,
+) -> socket.socket:
     """A raw socket past a successful 101 (the head read byte by byte, nothing more)."""
     sock = socket.create_connection(
-        server.address, timeout=timeout,
-        source_address=(source_ip, 0) if source_ip else None)
+        server.address, timeout=timeout, source_address=(source_ip, 0) if source_ip else None
+    )
     sock.sendall(handshake_bytes(target, extra=extra))
     read_101(sock)
     return sock
@@ -307,7 +332,7 @@ def feed(handshake: ServerHandshake, pieces: Iterable[bytes]) -> Decision | None
 
 def split(data: bytes, step: int) -> list[bytes]:
     """``data`` in pieces of ``step`` bytes, as a slow client sends it."""
-    return [data[start:start + step] for start in range(0, len(data), step)]
+    return [data[start : start + step] for start in range(0, len(data), step)]
 
 
 def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:

@@ -78,10 +78,19 @@ class KeyServer:
             key = ec.generate_private_key(ec.SECP256R1()).public_key()
             jwk = jwt.algorithms.ECAlgorithm.to_jwk(key, as_dict=True)
             return json.dumps({"keys": [{**jwk, "kid": "ec1", "alg": "ES256"}]}).encode()
-        return json.dumps({"keys": [
-            {**jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True),
-             "kid": kid, "alg": "RS256", "use": "sig"}
-            for kid, key in self.keys.items()]}).encode()
+        return json.dumps(
+            {
+                "keys": [
+                    {
+                        **jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True),
+                        "kid": kid,
+                        "alg": "RS256",
+                        "use": "sig",
+                    }
+                    for kid, key in self.keys.items()
+                ]
+            }
+        ).encode()
 
     @property
     def url(self) -> str:

@@ -42,8 +42,13 @@ def missing(name: str, how: str, *, module_level: bool = False) -> NoReturn:
     pytest.skip(reason, allow_module_level=module_level)
 
 
-def require_tool(name: str, how: str = SYSTEM_DEPS, *, candidates: tuple[str, ...] = (),
-                 module_level: bool = False) -> str:
+def require_tool(
+    name: str,
+    how: str = SYSTEM_DEPS,
+    *,
+    candidates: tuple[str, ...] = (),
+    module_level: bool = False,
+) -> str:
     """The path of the executable ``name`` (on PATH, or one of ``candidates``).
 
     Raises:
@@ -56,8 +61,12 @@ def require_tool(name: str, how: str = SYSTEM_DEPS, *, candidates: tuple[str, ..
     missing(name, how, module_level=module_level)
 
 
-def require_installed(name: str, how: str = TEST_EXTRA, *, module_level: bool = False,
-                      ) -> None:
+def require_installed(
+    name: str,
+    how: str = TEST_EXTRA,
+    *,
+    module_level: bool = False,
+) -> None:
     """Check that the Python package ``name`` is installed, without importing it (a
     server run in a subprocess, such as gevent, need not be imported here)."""
     top = name.split(".")[0]
@@ -65,8 +74,12 @@ def require_installed(name: str, how: str = TEST_EXTRA, *, module_level: bool = 
         missing(top, how, module_level=module_level)
 
 
-def require_module(name: str, how: str = TEST_EXTRA, *, module_level: bool = False,
-                   ) -> ModuleType:
+def require_module(
+    name: str,
+    how: str = TEST_EXTRA,
+    *,
+    module_level: bool = False,
+) -> ModuleType:
     """Import and return the Python module ``name``; skip the test when it is missing."""
     require_installed(name, how, module_level=module_level)
     return importlib.import_module(name)

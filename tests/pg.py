@@ -40,13 +40,27 @@ class Cluster:
 
     def _pg_ctl(self, *args: str, timeout: float = 90) -> None:
         # -l keeps the server's output away from our pipes (else run() waits for it to exit).
-        subprocess.run(_as_owner([f"{self.bindir}/pg_ctl", "-D", self.data, "-w", "-t", "60",
-                                  "-l", os.path.join(self.folder, "log"), *args]),
-                       check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            _as_owner(
+                [
+                    f"{self.bindir}/pg_ctl",
+                    "-D",
+                    self.data,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    os.path.join(self.folder, "log"),
+                    *args,
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
-                   "-c fsync=off")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
         self._pg_ctl("-o", options, "start")
         _wait_for_tcp(self.port)
 
@@ -107,9 +121,23 @@ def cluster() -> Iterator[Cluster]:
         shutil.chown(folder, "postgres", "postgres")
     server = Cluster(bindir, folder, free_port())
     try:
-        subprocess.run(_as_owner([f"{bindir}/initdb", "-D", server.data, "-A", "trust",
-                                  "-U", "postgres", "--no-sync"]),
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            _as_owner(
+                [
+                    f"{bindir}/initdb",
+                    "-D",
+                    server.data,
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         server.start()
         yield server
     finally:

@@ -43,14 +43,16 @@ def served(server: WebSocketServer, token: str = SECRET, timeout: float = 3.0) -
     """True if a real client gets the 101 and the welcome message within ``timeout``."""
     host, port = server.address
     try:
-        with connect(f"ws://{host}:{port}/ws?token={token}", open_timeout=timeout,
-                     close_timeout=1) as ws:
+        with connect(
+            f"ws://{host}:{port}/ws?token={token}", open_timeout=timeout, close_timeout=1
+        ) as ws:
             return ws.recv(timeout=timeout) == WELCOME
     except Exception:
         return False
 
 
 # -- TLS: the deadline bounds every read until the decision --------------------------------
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
@@ -88,7 +90,8 @@ def raw_closed_within(tls: ssl.SSLSocket, seconds: float) -> bool:
 
 
 def test_tls_record_stalled_after_the_handshake_is_cut_off_at_the_deadline(
-        ca: trustme.CA, caplog: pytest.LogCaptureFixture) -> None:
+    ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="wsauth_sync")
     with running(make_app(handshake_timeout=1.0), ssl_context=server_context(ca)) as server:
         stalled = [stall_inside_a_record(server.address, ca) for _ in range(20)]
@@ -127,7 +130,8 @@ def test_handle_socket_bounds_tls_reads_by_the_deadline(ca: trustme.CA) -> None:
 
 
 def test_refused_tls_client_stalling_during_the_drain_does_not_hold_the_thread(
-        ca: trustme.CA) -> None:
+    ca: trustme.CA,
+) -> None:
     """A bad token gets its 401; a record stalled afterwards must not hold the thread."""
     app = make_app(handshake_timeout=5.0)
     context = server_context(ca)
@@ -143,8 +147,9 @@ def test_refused_tls_client_stalling_during_the_drain_does_not_hold_the_thread(
     thread.start()
     context_c = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(context_c)
-    tls = context_c.wrap_socket(socket.create_connection(listener.getsockname(), timeout=5),
-                                server_hostname="127.0.0.1")
+    tls = context_c.wrap_socket(
+        socket.create_connection(listener.getsockname(), timeout=5), server_hostname="127.0.0.1"
+    )
     try:
         tls.sendall(handshake_bytes("/ws?token=wrong"))
         assert tls.recv(4096).startswith(b"HTTP/1.1 401 ")
@@ -158,6 +163,7 @@ def test_refused_tls_client_stalling_during_the_drain_does_not_hold_the_thread(
 
 
 # -- pending handshakes: attackers holding slots, bursts behind a proxy -------------------------
+
 
 @contextlib.contextmanager
 def silent_flood(server: WebSocketServer, per_address: int) -> Iterator[list[socket.socket]]:
@@ -175,8 +181,11 @@ def silent_flood(server: WebSocketServer, per_address: int) -> Iterator[list[soc
                 mine = sum(1 for s in held if s.getsockname()[0] == ip)
                 for _ in range(per_address - mine):
                     with contextlib.suppress(OSError):
-                        held.append(socket.create_connection(server.address, timeout=2,
-                                                             source_address=(ip, 0)))
+                        held.append(
+                            socket.create_connection(
+                                server.address, timeout=2, source_address=(ip, 0)
+                            )
+                        )
             stop.wait(0.05)
 
     thread = threading.Thread(target=flood, daemon=True)
@@ -204,8 +213,10 @@ def _dropped(sock: socket.socket) -> bool:
 
 def test_legitimate_client_is_served_while_attackers_hold_every_pending_slot() -> None:
     # The old defaults (128 in all, 16 per address): 8 addresses fill every slot.
-    with running(make_app(handshake_timeout=10.0), max_pending=128,
-                 max_pending_per_ip=16) as server, silent_flood(server, 16) as held:
+    with (
+        running(make_app(handshake_timeout=10.0), max_pending=128, max_pending_per_ip=16) as server,
+        silent_flood(server, 16) as held,
+    ):
         assert wait_for(lambda: len(held) >= 128, timeout=10)
         results = [served(server) for _ in range(10)]
         assert wait_for(lambda: len(held) >= 128, timeout=10)  # the flood is still on
@@ -221,8 +232,11 @@ def test_two_hundred_parallel_handshakes_from_one_trusted_proxy_all_succeed() ->
     def client(n: int, token: str) -> None:
         with socket.create_connection(server.address, timeout=15) as sock:
             barrier.wait()
-            sock.sendall(handshake_bytes(f"/ws?token={token}",
-                                         extra=f"X-Forwarded-For: 198.51.100.{n % 250}\r\n"))
+            sock.sendall(
+                handshake_bytes(
+                    f"/ws?token={token}", extra=f"X-Forwarded-For: 198.51.100.{n % 250}\r\n"
+                )
+            )
             response = read_response(sock, timeout=15)
             status = int(response.split(b" ", 2)[1]) if response else 0
             with lock:
@@ -231,8 +245,10 @@ def test_two_hundred_parallel_handshakes_from_one_trusted_proxy_all_succeed() ->
 
     barrier_done = threading.Event()
     with running(app) as server:
-        threads = [threading.Thread(target=client, args=(n, token), daemon=True)
-                   for n, token in enumerate(list(TOKENS)[:200])]
+        threads = [
+            threading.Thread(target=client, args=(n, token), daemon=True)
+            for n, token in enumerate(list(TOKENS)[:200])
+        ]
         for thread in threads:
             thread.start()
         assert wait_for(lambda: len(statuses) == 200, timeout=30)
@@ -243,6 +259,7 @@ def test_two_hundred_parallel_handshakes_from_one_trusted_proxy_all_succeed() ->
 
 
 # -- open connections: one credential or one address cannot take them all -------------------
+
 
 def test_one_credential_cannot_take_every_connection() -> None:
     app = make_app(max_connections_per_identity=3)
@@ -269,15 +286,15 @@ def test_one_address_cannot_take_every_connection_but_others_can_still_connect()
         host, port = server.address
         stack = contextlib.ExitStack()
         for n in range(4):
-            stack.enter_context(connect(f"ws://{host}:{port}/ws?token={tokens[n]}",
-                                        open_timeout=3))
+            stack.enter_context(connect(f"ws://{host}:{port}/ws?token={tokens[n]}", open_timeout=3))
         try:
             with socket.create_connection(server.address, timeout=3) as sock:
                 sock.sendall(handshake_bytes(f"/ws?token={tokens[5]}"))
                 status, headers, _ = parse_response(read_until_closed(sock))
             assert (status, headers["retry-after"]) == (429, "5")
-            with socket.create_connection(server.address, timeout=3,
-                                          source_address=(ATTACKERS[0], 0)) as sock:
+            with socket.create_connection(
+                server.address, timeout=3, source_address=(ATTACKERS[0], 0)
+            ) as sock:
                 sock.sendall(handshake_bytes(f"/ws?token={tokens[6]}"))
                 assert read_response(sock).startswith(b"HTTP/1.1 101 ")
         finally:
@@ -304,9 +321,13 @@ server.serve_forever()
 
 def test_a_failed_thread_start_refuses_one_connection_and_the_server_goes_on() -> None:
     env = {**os.environ, "MALLOC_ARENA_MAX": "1"}
-    process = subprocess.Popen([sys.executable, "-c", THREAD_STARVED_SERVER, SECRET],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", THREAD_STARVED_SERVER, SECRET],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())

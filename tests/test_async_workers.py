@@ -57,16 +57,47 @@ class GreenHost:
 
 
 GREEN_HOSTS = [
-    GreenHost("gunicorn-gevent",
-              [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
-               "--worker-connections", "1000", "-b", "127.0.0.1:0", "--access-logfile", "-",
-               "--pythonpath", str(TESTS), "green_app:app"],
-              r"Listening at: http://127\.0\.0\.1:(\d+)", ("gevent",)),
-    GreenHost("gevent-pywsgi", [sys.executable, str(TESTS / "green_app.py"), "gevent"],
-              r"Listening on http://127\.0\.0\.1:(\d+)", ("gevent",)),
-    GreenHost("eventlet", [sys.executable, "-W", "ignore::DeprecationWarning",
-                           str(TESTS / "green_app.py"), "eventlet"],
-              r"Listening on http://127\.0\.0\.1:(\d+)", ("eventlet",)),
+    GreenHost(
+        "gunicorn-gevent",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--worker-connections",
+            "1000",
+            "-b",
+            "127.0.0.1:0",
+            "--access-logfile",
+            "-",
+            "--pythonpath",
+            str(TESTS),
+            "green_app:app",
+        ],
+        r"Listening at: http://127\.0\.0\.1:(\d+)",
+        ("gevent",),
+    ),
+    GreenHost(
+        "gevent-pywsgi",
+        [sys.executable, str(TESTS / "green_app.py"), "gevent"],
+        r"Listening on http://127\.0\.0\.1:(\d+)",
+        ("gevent",),
+    ),
+    GreenHost(
+        "eventlet",
+        [
+            sys.executable,
+            "-W",
+            "ignore::DeprecationWarning",
+            str(TESTS / "green_app.py"),
+            "eventlet",
+        ],
+        r"Listening on http://127\.0\.0\.1:(\d+)",
+        ("eventlet",),
+    ),
 ]
 
 
@@ -85,9 +116,17 @@ def keys_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 def serve(command: list[str], ready: str, keys_db: str) -> Iterator[Served]:
     """Run ``command`` serving green_app; stop it and check its output afterwards."""
     keys = SQLiteKeyStore(keys_db)  # creates the table before the server opens it
-    process = ServerProcess(command, cwd=str(ROOT), env={
-        "WSAUTH_TOKENS": SECRET, "WSAUTH_JWT_SECRET": JWT_SECRET, "WSAUTH_KEYS_DB": keys_db,
-        "WSAUTH_PING": str(PING), "PORT": "0"})
+    process = ServerProcess(
+        command,
+        cwd=str(ROOT),
+        env={
+            "WSAUTH_TOKENS": SECRET,
+            "WSAUTH_JWT_SECRET": JWT_SECRET,
+            "WSAUTH_KEYS_DB": keys_db,
+            "WSAUTH_PING": str(PING),
+            "PORT": "0",
+        },
+    )
     try:
         yield Served(process, int(process.expect(ready, timeout=30).group(1)), keys)
     finally:
@@ -107,6 +146,7 @@ def green(request: pytest.FixtureRequest, keys_db: str) -> Iterator[Served]:
 
 # -- a raw client that sees every frame -------------------------------------------------
 
+
 def open_ws(port: int, target: str, timeout: float = 10.0) -> socket.socket:
     """A socket past the 101 and the welcome message."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -116,8 +156,12 @@ def open_ws(port: int, target: str, timeout: float = 10.0) -> socket.socket:
     return sock
 
 
-def wait_close(sock: socket.socket, timeout: float, *, pong: bool = True,
-               ) -> tuple[int, str, float, int]:
+def wait_close(
+    sock: socket.socket,
+    timeout: float,
+    *,
+    pong: bool = True,
+) -> tuple[int, str, float, int]:
     """Read frames until the server's Close: (code, reason, when, pings seen).
 
     ``pong=False`` plays a peer that stopped answering keepalive pings. Reads one frame
@@ -158,6 +202,7 @@ def http_get(port: int) -> int:
 
 # -- the checks, shared with test_uwsgi.py ------------------------------------------------
 
+
 def check_echo_and_refusals(served: Served) -> None:
     with connect(f"ws://127.0.0.1:{served.port}/ws?token={SECRET}", open_timeout=10) as ws:
         assert ws.recv(timeout=10) == WELCOME
@@ -166,8 +211,10 @@ def check_echo_and_refusals(served: Served) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{served.port}/ws?token=wrong", open_timeout=10)
     assert refused.value.response.status_code == 401
-    assert refused.value.response.headers["WWW-Authenticate"] == \
-        'Bearer realm="wsauth", error="invalid_token"'
+    assert (
+        refused.value.response.headers["WWW-Authenticate"]
+        == 'Bearer realm="wsauth", error="invalid_token"'
+    )
     assert http_get(served.port) == 200
     assert wait_for(lambda: "reason=unknown_token" in served.process.output, 5)
 
@@ -185,12 +232,13 @@ def check_timers(served: Served) -> None:
     now = time.time()
     expires = int(now) + 3
     token = jwt.encode({"sub": "carol", "exp": expires}, JWT_SECRET, algorithm="HS256")
-    long_lived = jwt.encode({"sub": "erin", "exp": int(now) + 600}, JWT_SECRET,
-                            algorithm="HS256")
+    long_lived = jwt.encode({"sub": "erin", "exp": int(now) + 600}, JWT_SECRET, algorithm="HS256")
     key, record = served.keys.create("dave")
-    with open_ws(served.port, f"/jwt?token={token}") as expiring, \
-            open_ws(served.port, f"/jwt?token={long_lived}") as silent, \
-            open_ws(served.port, f"/keys?token={key}") as revoked:
+    with (
+        open_ws(served.port, f"/jwt?token={token}") as expiring,
+        open_ws(served.port, f"/jwt?token={long_lived}") as silent,
+        open_ws(served.port, f"/keys?token={key}") as revoked,
+    ):
         assert served.keys.revoke(record.key_id)
         revoked_at = time.monotonic()
         code, reason, when, _ = wait_close(revoked, 10)
@@ -229,6 +277,7 @@ def check_many_open_websockets(served: Served, count: int = OPEN_WEBSOCKETS) -> 
 
 
 # -- the tests --------------------------------------------------------------------------
+
 
 def test_echo_refusals_and_plain_http(green: Served) -> None:
     check_echo_and_refusals(green)

@@ -17,16 +17,25 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 def test_every_benchmark_server_completes_one_round() -> None:
     require_tool("node")
     require_tool("npm")  # run.py installs the load generator's ws package when missing
-    completed = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick"],
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads((BENCH / "results" / "latest.json").read_text())
     medians = report["medians"]
     assert set(medians) == {
-        "wsauth_sync", "wsauth_sync WSGI (gunicorn gthread)", "websockets sync",
-        "simple-websocket (Werkzeug)", "Node ws (noServer + upgrade)", "raw threaded TCP echo",
+        "wsauth_sync",
+        "wsauth_sync WSGI (gunicorn gthread)",
+        "websockets sync",
+        "simple-websocket (Werkzeug)",
+        "Node ws (noServer + upgrade)",
+        "raw threaded TCP echo",
         "wsauth_sync CLI (python -m wsauth_sync echo)",
-        "gunicorn gthread alone (bare 401 app, W4 floor)"}
+        "gunicorn gthread alone (bare 401 app, W4 floor)",
+    }
     for name, figures in medians.items():
         if name.startswith("gunicorn gthread alone"):  # W4 only: a 401 for every request
             assert figures["W4 failures"] == 0 and figures["W4 rejections/s"] > 0, name

@@ -28,10 +28,17 @@ if TYPE_CHECKING:
 pytestmark = main_python_only("Chromium")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-default-apps", "--disable-extensions"]
-
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,9 @@ def browser() -> Iterator[Browser]:
     sync_api = require_module("playwright.sync_api")
     executable = require_tool("chromium")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True,
-                                             args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_FLAGS
+        )
         try:
             yield browser
         finally:
@@ -52,8 +60,11 @@ def site() -> Iterator[tuple[WebSocketServer, str]]:
     """The echo app with its demo page; its own origin is the only one allowed."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    app = make_app(sources=[QueryToken(), SubprotocolToken(), CookieToken()],
-                   allowed_origins=[origin], pages={"/": demo_page("/ws")})
+    app = make_app(
+        sources=[QueryToken(), SubprotocolToken(), CookieToken()],
+        allowed_origins=[origin],
+        pages={"/": demo_page("/ws")},
+    )
     with running(app, port=port) as server:
         yield server, origin
 
@@ -77,8 +88,9 @@ def connect_with(page: Page, origin: str, how: str, token: str = SECRET) -> None
     page.click("#connect")
 
 
-def test_subprotocol_form_connects_and_echoes(site: tuple[WebSocketServer, str],
-                                              page: Page) -> None:
+def test_subprotocol_form_connects_and_echoes(
+    site: tuple[WebSocketServer, str], page: Page
+) -> None:
     _, origin = site
     connect_with(page, origin, "subprotocol")
     page.wait_for_selector("text=open, protocol: bearer", timeout=5000)
@@ -92,8 +104,9 @@ def test_subprotocol_form_connects_and_echoes(site: tuple[WebSocketServer, str],
     assert (ARTIFACTS / "browser-demo.png").stat().st_size > 1000
 
 
-def test_query_form_connects(site: tuple[WebSocketServer, str], page: Page,
-                             logs: pytest.LogCaptureFixture) -> None:
+def test_query_form_connects(
+    site: tuple[WebSocketServer, str], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     _, origin = site
     connect_with(page, origin, "query")
     page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
@@ -102,13 +115,18 @@ def test_query_form_connects(site: tuple[WebSocketServer, str], page: Page,
     assert not any(SECRET in r.getMessage() for r in logs.records)
 
 
-def test_cookie_form_with_the_allowed_origin(site: tuple[WebSocketServer, str], page: Page,
-                                             logs: pytest.LogCaptureFixture) -> None:
+def test_cookie_form_with_the_allowed_origin(
+    site: tuple[WebSocketServer, str], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     _, origin = site
     connect_with(page, origin, "cookie")
     page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
-    assert wait_for(lambda: any("source=cookie" in r.getMessage() and
-                                f"origin={origin}" in r.getMessage() for r in logs.records))
+    assert wait_for(
+        lambda: any(
+            "source=cookie" in r.getMessage() and f"origin={origin}" in r.getMessage()
+            for r in logs.records
+        )
+    )
 
 
 def token_cookies(page: Page) -> list[dict[str, object]]:
@@ -116,7 +134,8 @@ def token_cookies(page: Page) -> list[dict[str, object]]:
 
 
 def test_cookie_is_scoped_to_the_socket_path_and_cleared_after_use(
-        site: tuple[WebSocketServer, str], page: Page) -> None:
+    site: tuple[WebSocketServer, str], page: Page
+) -> None:
     _, origin = site
     connect_with(page, origin, "cookie")
     page.wait_for_selector(f"text=← {WELCOME}", timeout=5000)
@@ -139,8 +158,11 @@ def test_cookie_is_secure_over_https(browser: Browser, tmp_path: Path) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
     port = free_port()
-    app = make_app(sources=[CookieToken()], allowed_origins=[f"https://127.0.0.1:{port}"],
-                   pages={"/": demo_page("/ws", sources=["cookie"])})
+    app = make_app(
+        sources=[CookieToken()],
+        allowed_origins=[f"https://127.0.0.1:{port}"],
+        pages={"/": demo_page("/ws", sources=["cookie"])},
+    )
     with running(app, port=port, ssl_context=context):
         browsing = browser.new_context(ignore_https_errors=True)
         try:
@@ -150,14 +172,14 @@ def test_cookie_is_secure_over_https(browser: Browser, tmp_path: Path) -> None:
             assert token_cookies(page) == []
             page.evaluate("setTokenCookie('probe')")
             (cookie,) = token_cookies(page)
-            assert (cookie["path"], cookie["sameSite"], cookie["secure"]) == ("/ws", "Strict",
-                                                                              True)
+            assert (cookie["path"], cookie["sameSite"], cookie["secure"]) == ("/ws", "Strict", True)
         finally:
             browsing.close()
 
 
-def test_demo_page_never_asks_for_a_favicon(site: tuple[WebSocketServer, str], page: Page,
-                                            logs: pytest.LogCaptureFixture) -> None:
+def test_demo_page_never_asks_for_a_favicon(
+    site: tuple[WebSocketServer, str], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     _, origin = site
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
@@ -167,15 +189,18 @@ def test_demo_page_never_asks_for_a_favicon(site: tuple[WebSocketServer, str], p
     assert not [r for r in logs.records if "favicon" in r.getMessage()]
 
 
-def test_wrong_token_is_refused_before_open(site: tuple[WebSocketServer, str], page: Page,
-                                            logs: pytest.LogCaptureFixture) -> None:
+def test_wrong_token_is_refused_before_open(
+    site: tuple[WebSocketServer, str], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     _, origin = site
     connect_with(page, origin, "subprotocol", token="not-the-token")
-    page.wait_for_selector("text=closed, code 1006 (refused before the handshake completed)",
-                           timeout=5000)
+    page.wait_for_selector(
+        "text=closed, code 1006 (refused before the handshake completed)", timeout=5000
+    )
     assert not any(line.startswith("open") for line in log_lines(page))
-    assert wait_for(lambda: any("status=401 reason=unknown_token" in r.getMessage()
-                                for r in logs.records))
+    assert wait_for(
+        lambda: any("status=401 reason=unknown_token" in r.getMessage() for r in logs.records)
+    )
 
 
 ATTACK_PAGE = """<!doctype html><title>waiting</title><script>
@@ -186,8 +211,8 @@ ws.onclose = (event) => {{ document.title = "CLOSED " + event.code; }};
 
 
 def test_cross_origin_page_is_refused_even_with_the_cookie(
-        site: tuple[WebSocketServer, str], browser: Browser,
-        logs: pytest.LogCaptureFixture) -> None:
+    site: tuple[WebSocketServer, str], browser: Browser, logs: pytest.LogCaptureFixture
+) -> None:
     server, _ = site
     host, port = server.address
     body = ATTACK_PAGE.format(target=f"ws://{host}:{port}/ws").encode()
@@ -209,8 +234,9 @@ def test_cross_origin_page_is_refused_even_with_the_cookie(
     context = browser.new_context()
     try:
         # The victim holds a valid session cookie for the WebSocket's host.
-        context.add_cookies([{"name": "token", "value": SECRET, "domain": "127.0.0.1",
-                              "path": "/"}])
+        context.add_cookies(
+            [{"name": "token", "value": SECRET, "domain": "127.0.0.1", "path": "/"}]
+        )
         attack = context.new_page()
         attack.goto(f"http://127.0.0.1:{evil.server_port}/")
         attack.wait_for_function("document.title.startsWith('CLOSED')", timeout=5000)
@@ -220,8 +246,9 @@ def test_cross_origin_page_is_refused_even_with_the_cookie(
         evil.shutdown()
         thread.join(5)
         evil.server_close()
-    assert wait_for(lambda: any("status=403 reason=origin_not_allowed" in r.getMessage()
-                                for r in logs.records))
+    assert wait_for(
+        lambda: any("status=403 reason=origin_not_allowed" in r.getMessage() for r in logs.records)
+    )
 
 
 # -- refusals a browser can read, and re-authentication (README "Long-lived sessions") --
@@ -232,8 +259,9 @@ JWT_KEY = "a-jwt-secret-that-is-at-least-32-bytes!"
 def jwt_token(subject: str = "alice", life: float = 3.0, **claims: object) -> str:
     import jwt
 
-    return jwt.encode({"sub": subject, "exp": time.time() + life, **claims}, JWT_KEY,
-                      algorithm="HS256")
+    return jwt.encode(
+        {"sub": subject, "exp": time.time() + life, **claims}, JWT_KEY, algorithm="HS256"
+    )
 
 
 @pytest.fixture
@@ -250,10 +278,14 @@ def readable_site() -> Iterator[tuple[str, list[str]]]:
 
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    app = make_app(routes={"/ws": recorded},
-                   verifier=JWTVerifier(key=JWT_KEY, algorithms=["HS256"], leeway=0),
-                   sources=[QueryToken(), SubprotocolToken()], allowed_origins=[origin],
-                   pages={"/": demo_page("/ws")}, readable_refusals={"/ws"})
+    app = make_app(
+        routes={"/ws": recorded},
+        verifier=JWTVerifier(key=JWT_KEY, algorithms=["HS256"], leeway=0),
+        sources=[QueryToken(), SubprotocolToken()],
+        allowed_origins=[origin],
+        pages={"/": demo_page("/ws")},
+        readable_refusals={"/ws"},
+    )
     with running(app, port=port):
         yield origin, calls
 
@@ -271,28 +303,37 @@ PROBE = """async ([url, protocols, count]) => {
 }"""
 
 
-def test_demo_page_explains_a_readable_refusal(readable_site: tuple[str, list[str]],
-                                               page: Page,
-                                               logs: pytest.LogCaptureFixture) -> None:
+def test_demo_page_explains_a_readable_refusal(
+    readable_site: tuple[str, list[str]], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     origin, calls = readable_site
     connect_with(page, origin, "subprotocol", token="not-a-jwt")
-    page.wait_for_selector("text=closed, code 4401: refused: the token is not valid, "
-                           "log in again", timeout=5000)
+    page.wait_for_selector(
+        "text=closed, code 4401: refused: the token is not valid, log in again", timeout=5000
+    )
     page.fill("#token", jwt_token(life=-60))
     page.check("input[name=how][value=query]")
     page.click("#connect")
-    page.wait_for_selector("text=closed, code 4401: refused: your token has expired, "
-                           "log in again", timeout=5000)
+    page.wait_for_selector(
+        "text=closed, code 4401: refused: your token has expired, log in again", timeout=5000
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-readable-refusal.png"), full_page=True)
     assert calls == []
-    assert wait_for(lambda: sum("status=401" in r.getMessage() and "delivered=close" in
-                                r.getMessage() for r in logs.records) == 2)
+    assert wait_for(
+        lambda: (
+            sum(
+                "status=401" in r.getMessage() and "delivered=close" in r.getMessage()
+                for r in logs.records
+            )
+            == 2
+        )
+    )
 
 
 def test_chromium_reads_close_codes_and_nothing_is_delivered(
-        readable_site: tuple[str, list[str]], page: Page,
-        logs: pytest.LogCaptureFixture) -> None:
+    readable_site: tuple[str, list[str]], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     origin, calls = readable_site
     page.goto(f"{origin}/")
     url = origin.replace("http", "ws") + "/ws"
@@ -305,9 +346,9 @@ def test_chromium_reads_close_codes_and_nothing_is_delivered(
     assert not any("wrong-token" in r.getMessage() for r in logs.records)
 
 
-def test_demo_page_refreshes_its_token_and_stays_open(readable_site: tuple[str, list[str]],
-                                                      page: Page,
-                                                      logs: pytest.LogCaptureFixture) -> None:
+def test_demo_page_refreshes_its_token_and_stays_open(
+    readable_site: tuple[str, list[str]], page: Page, logs: pytest.LogCaptureFixture
+) -> None:
     origin, _ = readable_site
     started = time.monotonic()
     connect_with(page, origin, "subprotocol", token=jwt_token(n=1))
@@ -316,7 +357,9 @@ def test_demo_page_refreshes_its_token_and_stays_open(readable_site: tuple[str, 
         page.fill("#token", jwt_token(n=n))  # what the page sends when asked
         page.wait_for_function(
             f"[...document.querySelectorAll('#log li')].filter(li => "
-            f"li.textContent.includes('reauthenticated')).length === {n - 1}", timeout=8000)
+            f"li.textContent.includes('reauthenticated')).length === {n - 1}",
+            timeout=8000,
+        )
     page.fill("#token", jwt_token(n=4, life=60))  # for any later request
     while time.monotonic() - started < 4.0:  # past the first two tokens' lives
         page.wait_for_timeout(100)

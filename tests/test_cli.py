@@ -41,8 +41,9 @@ CLI = [sys.executable, "-m", "wsauth_sync"]
 
 
 @contextlib.contextmanager
-def echo_command(*args: str, program: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def echo_command(
+    *args: str, program: list[str] | None = None, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     command = (program or CLI) + ["echo", *args]
     if "--port" not in args:
         command += ["--port", "0"]
@@ -60,14 +61,18 @@ def listening(server: ServerProcess) -> str:
 
 def hints(server: ServerProcess) -> list[str]:
     """The ``Connect with:`` lines of the start-up output."""
-    return [line[len("Connect with: "):] for line in server.lines
-            if line.startswith("Connect with: ")]
+    return [
+        line[len("Connect with: ") :] for line in server.lines if line.startswith("Connect with: ")
+    ]
 
 
 def follow(hint: str) -> str:
     """Connect exactly as one printed hint says; returns the first message."""
-    match = re.fullmatch(r'(\S+)(?: \+ (header|subprotocols|cookie) "([^"]*)")?'
-                         r'(?: \+ Origin "([^"]*)")?', hint)
+    match = re.fullmatch(
+        r'(\S+)(?: \+ (header|subprotocols|cookie) "([^"]*)")?'
+        r'(?: \+ Origin "([^"]*)")?',
+        hint,
+    )
     assert match, hint
     url, kind, value, origin = match.groups()
     if kind == "cookie":
@@ -100,8 +105,11 @@ def test_each_printed_hint_connects_with_the_demo_token() -> None:
         assert info.value.response.status_code == 401
         demo_token = lines[0].split("?token=", 1)[1]
         assert len(demo_token) >= 32
-        assert any(line.startswith("Browser demo: http://127.0.0.1:") and
-                   line.endswith(f"/#token={demo_token}") for line in server.lines)
+        assert any(
+            line.startswith("Browser demo: http://127.0.0.1:")
+            and line.endswith(f"/#token={demo_token}")
+            for line in server.lines
+        )
     assert server.process.returncode == 0
     # The token is printed on purpose in the hints; the log lines never show it.
     log = [line for line in server.lines if " INFO " in line or " WARNING " in line]
@@ -128,8 +136,16 @@ def test_cookie_hint_and_a_demo_page_only_for_an_allowed_page_origin() -> None:
         assert follow(hint) == WELCOME
         assert "Browser demo" not in server.output  # the page's own origin would get 403
     port = free_port()
-    with echo_command("--port", str(port), "--source", "cookie", "--source", "query",
-                      "--allow-origin", f"http://127.0.0.1:{port}") as server:
+    with echo_command(
+        "--port",
+        str(port),
+        "--source",
+        "cookie",
+        "--source",
+        "query",
+        "--allow-origin",
+        f"http://127.0.0.1:{port}",
+    ) as server:
         assert len(hints(server)) == 2
         demo = next(line for line in server.lines if line.startswith("Browser demo: "))
         assert demo.startswith(f"Browser demo: http://127.0.0.1:{port}/#token=")
@@ -139,8 +155,7 @@ def test_cookie_hint_and_a_demo_page_only_for_an_allowed_page_origin() -> None:
 
 def http_get(ws_url: str, path: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(f"http://{ws_url.split('/')[2]}{path}",
-                                    timeout=5) as response:
+        with urllib.request.urlopen(f"http://{ws_url.split('/')[2]}{path}", timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -156,12 +171,23 @@ def test_favicon_is_answered_without_a_refusal() -> None:
 
 
 def test_static_tokens_path_source_and_message_size() -> None:
-    with echo_command("--token", SECRET, "--token", "second-token-value", "--path", "/chat",
-                      "--source", "bearer", "--max-message-size", "100") as server:
+    with echo_command(
+        "--token",
+        SECRET,
+        "--token",
+        "second-token-value",
+        "--path",
+        "/chat",
+        "--source",
+        "bearer",
+        "--max-message-size",
+        "100",
+    ) as server:
         url = listening(server)
         assert url.endswith("/chat")
-        with connect(url, additional_headers={"Authorization": "Bearer second-token-value"},
-                     open_timeout=5) as ws:
+        with connect(
+            url, additional_headers={"Authorization": "Bearer second-token-value"}, open_timeout=5
+        ) as ws:
             assert ws.recv(timeout=5) == WELCOME
             ws.send("x" * 100)
             assert ws.recv(timeout=5) == "You said: " + "x" * 100
@@ -189,17 +215,30 @@ def test_host_and_port_flags() -> None:
 def test_jwt_secret_audience_issuer_and_algorithm() -> None:
     secret = "j" * 48
     claims = {"sub": "carol", "exp": int(time.time()) + 60, "aud": "echo", "iss": "idp"}
-    with echo_command("--jwt-secret", secret, "--jwt-audience", "echo", "--jwt-issuer", "idp",
-                      "--jwt-algorithm", "HS384") as server:
+    with echo_command(
+        "--jwt-secret",
+        secret,
+        "--jwt-audience",
+        "echo",
+        "--jwt-issuer",
+        "idp",
+        "--jwt-algorithm",
+        "HS384",
+    ) as server:
         url = listening(server)
         good = jwt.encode(claims, secret, algorithm="HS384")
-        with connect(url, subprotocols=["bearer", good],  # type: ignore[list-item]
-                     open_timeout=5) as ws:
+        with connect(
+            url,
+            subprotocols=["bearer", good],  # type: ignore[list-item]
+            open_timeout=5,
+        ) as ws:
             assert ws.subprotocol == "bearer"
             assert ws.recv(timeout=5) == WELCOME
-        for bad in (jwt.encode(claims, secret, algorithm="HS256"),
-                    jwt.encode({**claims, "aud": "other"}, secret, algorithm="HS384"),
-                    jwt.encode({**claims, "iss": "evil"}, secret, algorithm="HS384")):
+        for bad in (
+            jwt.encode(claims, secret, algorithm="HS256"),
+            jwt.encode({**claims, "aud": "other"}, secret, algorithm="HS384"),
+            jwt.encode({**claims, "iss": "evil"}, secret, algorithm="HS384"),
+        ):
             with pytest.raises(InvalidStatus) as info:
                 connect(f"{url}?token={bad}", open_timeout=5)
             assert info.value.response.status_code == 401
@@ -211,23 +250,36 @@ def test_jwt_public_key_and_jwks_url(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     (tmp_path / "issuer.pem").write_bytes(pem)
-    token = jwt.encode({"sub": "dave", "exp": int(time.time()) + 60}, private, algorithm="ES256",
-                       headers={"kid": "k1"})
-    with echo_command("--jwt-public-key", str(tmp_path / "issuer.pem"),
-                      "--jwt-algorithm", "ES256") as server, \
-            connect(f"{listening(server)}?token={token}", open_timeout=5) as ws:
+    token = jwt.encode(
+        {"sub": "dave", "exp": int(time.time()) + 60},
+        private,
+        algorithm="ES256",
+        headers={"kid": "k1"},
+    )
+    with (
+        echo_command(
+            "--jwt-public-key", str(tmp_path / "issuer.pem"), "--jwt-algorithm", "ES256"
+        ) as server,
+        connect(f"{listening(server)}?token={token}", open_timeout=5) as ws,
+    ):
         assert ws.recv(timeout=5) == WELCOME
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
-    with jwks_server({"keys": [{**jwk, "kid": "k1", "use": "sig"}]}) as jwks_url, \
-            echo_command("--jwks-url", jwks_url, "--jwt-algorithm", "ES256") as server:
+    with (
+        jwks_server({"keys": [{**jwk, "kid": "k1", "use": "sig"}]}) as jwks_url,
+        echo_command("--jwks-url", jwks_url, "--jwt-algorithm", "ES256") as server,
+    ):
         with connect(f"{listening(server)}?token={token}", open_timeout=5) as ws:
             assert ws.recv(timeout=5) == WELCOME
-        forged = jwt.encode({"sub": "dave", "exp": int(time.time()) + 60},
-                            ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
-                            headers={"kid": "k1"})
+        forged = jwt.encode(
+            {"sub": "dave", "exp": int(time.time()) + 60},
+            ec.generate_private_key(ec.SECP256R1()),
+            algorithm="ES256",
+            headers={"kid": "k1"},
+        )
         with pytest.raises(InvalidStatus) as info:
             connect(f"{listening(server)}?token={forged}", open_timeout=5)
         assert info.value.response.status_code == 401
@@ -262,18 +314,21 @@ def jwks_server(document: dict[str, object]) -> Iterator[str]:
 def test_cookie_source_with_origin_allowlist() -> None:
     import websocket as wsclient
 
-    with echo_command("--token", SECRET, "--source", "cookie",
-                      "--allow-origin", "https://app.example") as server:
+    with echo_command(
+        "--token", SECRET, "--source", "cookie", "--allow-origin", "https://app.example"
+    ) as server:
         url = listening(server)
-        ws = wsclient.create_connection(url, cookie=f"token={SECRET}",
-                                        origin="https://app.example", timeout=5)
+        ws = wsclient.create_connection(
+            url, cookie=f"token={SECRET}", origin="https://app.example", timeout=5
+        )
         try:
             assert ws.recv() == WELCOME
         finally:
             ws.close()
         with pytest.raises(wsclient.WebSocketBadStatusException) as info:
-            wsclient.create_connection(url, cookie=f"token={SECRET}",
-                                       origin="https://evil.example", timeout=5)
+            wsclient.create_connection(
+                url, cookie=f"token={SECRET}", origin="https://evil.example", timeout=5
+            )
         assert info.value.status_code == 403
     assert any("reason=origin_not_allowed" in line for line in server.lines)
 
@@ -318,7 +373,8 @@ def test_max_connections_flag() -> None:
             with socket.create_connection((host, int(port)), timeout=5) as refused:
                 refused.sendall(handshake_bytes(f"/ws?token={SECRET}"))
                 assert read_until_closed(refused, timeout=5).startswith(
-                    b"HTTP/1.1 503 Service Unavailable\r\n")
+                    b"HTTP/1.1 503 Service Unavailable\r\n"
+                )
         # The slot frees once the server has ended the first connection, a moment after
         # the client saw it end: 503 until then, then a 101 and the welcome.
         deadline = time.monotonic() + 5
@@ -337,6 +393,8 @@ def test_console_script_runs_the_same_server() -> None:
     # pip puts the script beside the interpreter, whether or not that is on PATH.
     program = Path(sys.executable).parent / "wsauth-sync"
     assert program.exists(), "the README's install step provides the console script"
-    with echo_command("--token", SECRET, program=[str(program)]) as server, \
-            connect(f"{listening(server)}?token={SECRET}", open_timeout=5) as ws:
+    with (
+        echo_command("--token", SECRET, program=[str(program)]) as server,
+        connect(f"{listening(server)}?token={SECRET}", open_timeout=5) as ws,
+    ):
         assert ws.recv(timeout=5) == WELCOME

@@ -23,8 +23,9 @@ def address(server: object) -> tuple[str, int]:
     return host, int(port)
 
 
-def open_ws(where: tuple[str, int], token: str, *, extra: str = "",
-            source: str = "127.0.0.1") -> tuple[socket.socket, bytes]:
+def open_ws(
+    where: tuple[str, int], token: str, *, extra: str = "", source: str = "127.0.0.1"
+) -> tuple[socket.socket, bytes]:
     """A raw handshake; the socket (left open) and the response head."""
     sock = socket.create_connection(where, timeout=5, source_address=(source, 0))
     sock.sendall(handshake_bytes(f"/ws?token={token}", extra=extra))
@@ -44,8 +45,19 @@ def held(sockets: list[socket.socket]) -> Iterator[list[socket.socket]]:
 
 
 def test_connection_caps_per_identity_and_per_address() -> None:
-    with echo_command("--token", SECRET, "--token", OTHER, "--max-connections-per-identity",
-                      "2", "--max-connections-per-ip", "3") as server, held([]) as socks:
+    with (
+        echo_command(
+            "--token",
+            SECRET,
+            "--token",
+            OTHER,
+            "--max-connections-per-identity",
+            "2",
+            "--max-connections-per-ip",
+            "3",
+        ) as server,
+        held([]) as socks,
+    ):
         where = address(server)
         for _ in range(2):
             sock, head = open_ws(where, SECRET)
@@ -63,14 +75,25 @@ def test_connection_caps_per_identity_and_per_address() -> None:
         sock, head = open_ws(where, OTHER, source="127.0.0.2")  # another address
         socks.append(sock)
         assert head.startswith(b"HTTP/1.1 101 ")
-    assert any("reason=too_many_connections " in line or
-               line.endswith("reason=too_many_connections") for line in server.lines)
+    assert any(
+        "reason=too_many_connections " in line or line.endswith("reason=too_many_connections")
+        for line in server.lines
+    )
     assert any("reason=too_many_connections_from_ip" in line for line in server.lines)
 
 
 def test_zero_lifts_the_connection_caps() -> None:
-    with echo_command("--token", SECRET, "--max-connections-per-identity", "0",
-                      "--max-connections-per-ip", "0") as server, held([]) as socks:
+    with (
+        echo_command(
+            "--token",
+            SECRET,
+            "--max-connections-per-identity",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+        ) as server,
+        held([]) as socks,
+    ):
         where = address(server)
         for _ in range(70):  # past both defaults (32 and 64)
             sock, head = open_ws(where, SECRET)
@@ -79,18 +102,24 @@ def test_zero_lifts_the_connection_caps() -> None:
 
 
 def test_pending_caps_drop_the_oldest_silent_handshake() -> None:
-    with echo_command("--token", SECRET, "--max-pending", "3", "--max-pending-per-ip",
-                      "2") as server, held([]) as socks:
+    with (
+        echo_command(
+            "--token", SECRET, "--max-pending", "3", "--max-pending-per-ip", "2"
+        ) as server,
+        held([]) as socks,
+    ):
         where = address(server)
         for _ in range(2):
             socks.append(socket.create_connection(where, timeout=5))
         socks.append(socket.create_connection(where, timeout=5))  # third from this address
         assert read_until_closed(socks[0], timeout=3) == b""  # the oldest was dropped
         for n in (2, 3):  # other addresses fill the total; the oldest goes again
-            socks.append(socket.create_connection(where, timeout=5,
-                                                  source_address=(f"127.0.0.{n}", 0)))
-        assert wait_for(lambda: sum("reason=pending_evicted" in line
-                                    for line in server.lines) >= 2, timeout=5)
+            socks.append(
+                socket.create_connection(where, timeout=5, source_address=(f"127.0.0.{n}", 0))
+            )
+        assert wait_for(
+            lambda: sum("reason=pending_evicted" in line for line in server.lines) >= 2, timeout=5
+        )
         sock, head = open_ws(where, SECRET)  # a real client is still served at once
         socks.append(sock)
         assert head.startswith(b"HTTP/1.1 101 ")
@@ -111,8 +140,9 @@ def test_trusted_proxy_flag_gives_each_client_its_own_budget() -> None:
 
 
 def test_send_timeout_flag_drops_a_client_that_stops_reading() -> None:
-    with echo_command("--token", SECRET, "--send-timeout", "0.5",
-                      "--max-message-size", str(4 * 1024 * 1024)) as server:
+    with echo_command(
+        "--token", SECRET, "--send-timeout", "0.5", "--max-message-size", str(4 * 1024 * 1024)
+    ) as server:
         where = address(server)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a peer that never reads
@@ -127,8 +157,10 @@ def test_send_timeout_flag_drops_a_client_that_stops_reading() -> None:
                 for _ in range(200):
                     sock.sendall(frame)
             # Well before the default of 10 s: the flag, not the default, dropped it.
-            assert wait_for(lambda: any("closed" in line and "code=1006" in line
-                                        for line in server.lines), timeout=4)
+            assert wait_for(
+                lambda: any("closed" in line and "code=1006" in line for line in server.lines),
+                timeout=4,
+            )
         finally:
             sock.close()
 
@@ -136,9 +168,19 @@ def test_send_timeout_flag_drops_a_client_that_stops_reading() -> None:
 def test_a_thousand_connections_opened_at_once_are_all_held() -> None:
     """One client opening 1,000 connections within about a second: every one gets its 101
     (none refused by the pending caps, none reset by a full listen queue)."""
-    with echo_command("--token", SECRET, "--max-connections", "4000",
-                      "--max-connections-per-identity", "0", "--max-connections-per-ip",
-                      "0") as server, held([]) as socks:
+    with (
+        echo_command(
+            "--token",
+            SECRET,
+            "--max-connections",
+            "4000",
+            "--max-connections-per-identity",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+        ) as server,
+        held([]) as socks,
+    ):
         where = address(server)
         request = handshake_bytes(f"/ws?token={SECRET}")
         for _ in range(1000):

@@ -24,10 +24,18 @@ CLI = [sys.executable, "-m", "wsauth_sync"]
 CLEAN_ENV = {**os.environ, "WSAUTH_TOKENS": "", "WSAUTH_JWT_SECRET": "", "WSAUTH_KEYS_DB": ""}
 
 
-def run(*args: str, cwd: Path | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, cwd=cwd,
-                          env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL)
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env={**CLEAN_ENV, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:
@@ -61,16 +69,21 @@ BAD_INPUT = [
     (("keys",), ("choose an action",)),
     (("keys", "list"), ("--db", "WSAUTH_KEYS_DB")),
     (("keys", "list", "--db", "typo.db"), ("--db", "typo.db", "no key store")),
-    (("keys", "create", "bot", "--db", "k.db", "--expires", "2020-01-01"),
-     ("--expires", "2020-01-01", "passed")),
-    (("keys", "create", "bot", "--db", "k.db", "--expires", "soon"),
-     ("--expires", "soon", "not a duration")),
+    (
+        ("keys", "create", "bot", "--db", "k.db", "--expires", "2020-01-01"),
+        ("--expires", "2020-01-01", "passed"),
+    ),
+    (
+        ("keys", "create", "bot", "--db", "k.db", "--expires", "soon"),
+        ("--expires", "soon", "not a duration"),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("args", "parts"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
-def test_bad_input_is_one_line_naming_the_flag(args: tuple[str, ...], parts: tuple[str, ...],
-                                              tmp_path: Path) -> None:
+def test_bad_input_is_one_line_naming_the_flag(
+    args: tuple[str, ...], parts: tuple[str, ...], tmp_path: Path
+) -> None:
     one_line_error(run(*args, cwd=tmp_path), *parts)
     assert not (tmp_path / "typo.db").exists() and not (tmp_path / "k.db").exists()
 
@@ -79,18 +92,45 @@ def test_certificate_that_is_not_pem_or_does_not_match(tmp_path: Path) -> None:
     import trustme
 
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    one_line_error(run("echo", "--port", "0", "--certfile", str(tmp_path / "junk.pem")),
-                   "--certfile", "junk.pem", "no PEM certificate")
+    one_line_error(
+        run("echo", "--port", "0", "--certfile", str(tmp_path / "junk.pem")),
+        "--certfile",
+        "junk.pem",
+        "no PEM certificate",
+    )
     ca = trustme.CA()
     one, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
     one.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     other.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    one_line_error(run("echo", "--port", "0", "--certfile", str(tmp_path / "cert.pem"),
-                       "--keyfile", str(tmp_path / "cert.pem")),
-                   "--keyfile", "cert.pem", "no PEM private key")
-    one_line_error(run("echo", "--port", "0", "--certfile", str(tmp_path / "cert.pem"),
-                       "--keyfile", str(tmp_path / "key.pem")),
-                   "--certfile", "cert.pem", "key.pem", "VALUES_MISMATCH")
+    one_line_error(
+        run(
+            "echo",
+            "--port",
+            "0",
+            "--certfile",
+            str(tmp_path / "cert.pem"),
+            "--keyfile",
+            str(tmp_path / "cert.pem"),
+        ),
+        "--keyfile",
+        "cert.pem",
+        "no PEM private key",
+    )
+    one_line_error(
+        run(
+            "echo",
+            "--port",
+            "0",
+            "--certfile",
+            str(tmp_path / "cert.pem"),
+            "--keyfile",
+            str(tmp_path / "key.pem"),
+        ),
+        "--certfile",
+        "cert.pem",
+        "key.pem",
+        "VALUES_MISMATCH",
+    )
 
 
 def test_version() -> None:
@@ -100,23 +140,31 @@ def test_version() -> None:
     assert "version = attr: wsauth_sync.__version__" in setup
 
 
-@pytest.mark.parametrize("command", [(), ("echo",), ("keys",), ("keys", "create"),
-                                     ("keys", "list"), ("keys", "revoke")])
+@pytest.mark.parametrize(
+    "command", [(), ("echo",), ("keys",), ("keys", "create"), ("keys", "list"), ("keys", "revoke")]
+)
 def test_help_documents_every_flag_with_its_default(command: tuple[str, ...]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0
     text = result.stdout
     assert "``" not in text and ":class:" not in text
     # Each option line (``  --flag ...``) is followed by its help on the same line or the next.
-    options = re.findall(r"^  (-[-\w]+)[^\n]*?(?:  +(\S[^\n]*))?\n((?:   +\S[^\n]*\n)*)",
-                         text, flags=re.MULTILINE)
+    options = re.findall(
+        r"^  (-[-\w]+)[^\n]*?(?:  +(\S[^\n]*))?\n((?:   +\S[^\n]*\n)*)", text, flags=re.MULTILINE
+    )
     assert options
     for flag, same_line, following in options:
         assert (same_line + following).strip(), f"{flag} has no help"
     if command == ("echo",):
         flat = " ".join(text.split())
-        for default in ("(default: 127.0.0.1)", "(default: 8080)", "(default: /ws)",
-                        "(default: 1048576)", "(default: 10.0)", "(default: 256)"):
+        for default in (
+            "(default: 127.0.0.1)",
+            "(default: 8080)",
+            "(default: /ws)",
+            "(default: 1048576)",
+            "(default: 10.0)",
+            "(default: 256)",
+        ):
             assert default in flat
         assert "WSAUTH_TOKENS" in flat and "--token-file" in flat and "--jwt-secret-file" in flat
 
@@ -168,8 +216,7 @@ def test_keys_db_from_a_file_or_the_environment(tmp_path: Path) -> None:
 
 def test_keys_table_is_aligned_and_shows_expired_and_revoked(tmp_path: Path) -> None:
     db = str(tmp_path / "keys.db")
-    first = run("keys", "create", "billing-bot", "--scope", "echo", "--scope", "admin",
-                "--db", db)
+    first = run("keys", "create", "billing-bot", "--scope", "echo", "--scope", "admin", "--db", db)
     assert first.returncode == 0
     assert first.stderr.startswith(f"Created the key store {db}\n")
     short = run("keys", "create", "x", "--expires", "1s", "--db", db)
@@ -185,13 +232,21 @@ def test_keys_table_is_aligned_and_shows_expired_and_revoked(tmp_path: Path) -> 
         assert time.monotonic() < deadline
         time.sleep(0.2)
     rows = listing.splitlines()
-    assert rows[0].split() == ["ID", "OWNER", "SCOPES", "CREATED", "EXPIRES", "LAST", "USED",
-                               "STATUS"]
+    assert rows[0].split() == [
+        "ID",
+        "OWNER",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST",
+        "USED",
+        "STATUS",
+    ]
     assert [row.split()[-1] for row in rows[1:]] == ["active", "expired", "revoked"]
     assert "echo,admin" in rows[1]
     for column in ("OWNER", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "STATUS"):
         start = rows[0].index(column)
-        assert all(row[start - 2:start] == "  " and row[start] != " " for row in rows[1:]), column
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows[1:]), column
 
 
 @pytest.mark.parametrize("expires", ["2999-01-01T00:00Z", "2999-01-01T02:00+02:00"])

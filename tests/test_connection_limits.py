@@ -24,7 +24,7 @@ from helpers import (
 
 from wsauth_sync.echo import WELCOME
 
-EMOJI = "\U0001F600"  # four bytes in UTF-8
+EMOJI = "\U0001f600"  # four bytes in UTF-8
 
 
 def zero_masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -44,17 +44,21 @@ def send_in_writes(sock: socket.socket, data: bytes, size: int = 8192) -> None:
     """Send ``data`` in ``size``-byte writes, stopping quietly if the server closes."""
     with contextlib.suppress(OSError):
         for start in range(0, len(data), size):
-            sock.sendall(data[start:start + size])
+            sock.sendall(data[start : start + size])
 
 
 def closed_with(logs: pytest.LogCaptureFixture, code: int) -> bool:
-    return wait_for(lambda: any(
-        r.getMessage().startswith("closed ") and f"code={code}" in r.getMessage()
-        for r in logs.records))
+    return wait_for(
+        lambda: any(
+            r.getMessage().startswith("closed ") and f"code={code}" in r.getMessage()
+            for r in logs.records
+        )
+    )
 
 
 def test_three_mebibytes_of_four_byte_characters_close_with_1009(
-        logs: pytest.LogCaptureFixture) -> None:
+    logs: pytest.LogCaptureFixture,
+) -> None:
     """The limit is on payload bytes (RFC 6455 §10.4), not on decoded characters."""
     payload = (EMOJI * (3 * 1024 * 1024 // 4)).encode()
     with running() as server, open_raw_ws(server) as sock:
@@ -65,7 +69,8 @@ def test_three_mebibytes_of_four_byte_characters_close_with_1009(
 
 @pytest.mark.parametrize("fragment", [65536, 4099], ids=["64 KiB fragments", "odd split"])
 def test_text_size_is_exact_in_bytes_across_fragments(
-        logs: pytest.LogCaptureFixture, fragment: int) -> None:
+    logs: pytest.LogCaptureFixture, fragment: int
+) -> None:
     """Exactly the limit passes, one byte more closes with 1009, whatever the fragmenting
     (4099-byte fragments cut four-byte characters in two)."""
     limit = 64 * 1024
@@ -74,10 +79,11 @@ def test_text_size_is_exact_in_bytes_across_fragments(
         for payload, expected in ((exact, None), (exact + b"a", 1009)):
             with open_raw_ws(server) as sock:
                 read_frames(sock, 1)
-                pieces = [payload[i:i + fragment] for i in range(0, len(payload), fragment)]
+                pieces = [payload[i : i + fragment] for i in range(0, len(payload), fragment)]
                 frames = b"".join(
                     zero_masked(0x1 if n == 0 else 0x0, piece, fin=n == len(pieces) - 1)
-                    for n, piece in enumerate(pieces))
+                    for n, piece in enumerate(pieces)
+                )
                 send_in_writes(sock, frames)
                 if expected is None:
                     opcode, echoed = read_frames(sock, 1, timeout=5)[0]
@@ -97,6 +103,7 @@ def test_limit_counts_two_byte_characters_in_binary_and_text_alike() -> None:
 
 
 # -- memory ---------------------------------------------------------------------------
+
 
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -123,8 +130,9 @@ class _Address:
 
 def test_ended_connections_free_their_buffers() -> None:
     """1,500 sequential connections, each leaving 1000 KiB of an unfinished message."""
-    server = ServerProcess([sys.executable, "-m", "wsauth_sync", "echo", "--port", "0",
-                            "--token", SECRET])
+    server = ServerProcess(
+        [sys.executable, "-m", "wsauth_sync", "echo", "--port", "0", "--token", SECRET]
+    )
     try:
         url = server.expect(r"Listening on (ws://\S+)").group(1)
         host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
@@ -148,11 +156,16 @@ def test_ended_connections_free_their_buffers() -> None:
 
 # -- deliver before failing (RFC 6455 §7.1.7 fails at the bad frame, not at its read) --------
 
-@pytest.mark.parametrize("bad", [
-    frame(0x1, b"unmasked", mask=False),           # a client frame must be masked: 1002
-    bytes([0x80 | 0x40 | 0x1, 0x80]) + b"\0\0\0\0",  # RSV1 without an extension: 1002
-    frame(0x1, b"\xff\xfe"),                        # invalid UTF-8 in a text frame: 1007
-], ids=["unmasked", "reserved-bit", "invalid-utf8"])
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        frame(0x1, b"unmasked", mask=False),  # a client frame must be masked: 1002
+        bytes([0x80 | 0x40 | 0x1, 0x80]) + b"\0\0\0\0",  # RSV1 without an extension: 1002
+        frame(0x1, b"\xff\xfe"),  # invalid UTF-8 in a text frame: 1007
+    ],
+    ids=["unmasked", "reserved-bit", "invalid-utf8"],
+)
 def test_a_message_before_a_bad_frame_in_the_same_read_is_answered_first(bad: bytes) -> None:
     with running(make_app()) as server:
         sock = open_raw_ws(server)

@@ -54,17 +54,43 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     require_installed("django")
     port = free_port()
-    env = {"DJANGO_ECHO_DB": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
-           "DJANGO_ECHO_ORIGINS": f"http://127.0.0.1:{port}",
-           "DJANGO_ECHO_JWT_SECRET": JWT_SECRET, "PYTHONPATH": f"{ROOT}"}
+    env = {
+        "DJANGO_ECHO_DB": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
+        "DJANGO_ECHO_ORIGINS": f"http://127.0.0.1:{port}",
+        "DJANGO_ECHO_JWT_SECRET": JWT_SECRET,
+        "PYTHONPATH": f"{ROOT}",
+    }
     manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "--noinput"],
-                    ["shell", "-c", SETUP_USER.format(password=PASSWORD)]):
-        subprocess.run([*manage, *command], cwd=PROJECT, check=True, timeout=60,
-                       capture_output=True, env={**_environ(), **env})
-    process = ServerProcess([sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads",
-                             "8", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
-                             "echo_site.wsgi:application"], cwd=str(PROJECT), env=env)
+    for command in (
+        ["migrate", "--noinput"],
+        ["shell", "-c", SETUP_USER.format(password=PASSWORD)],
+    ):
+        subprocess.run(
+            [*manage, *command],
+            cwd=PROJECT,
+            check=True,
+            timeout=60,
+            capture_output=True,
+            env={**_environ(), **env},
+        )
+    process = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "8",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+            "echo_site.wsgi:application",
+        ],
+        cwd=str(PROJECT),
+        env=env,
+    )
     try:
         process.expect(r"Listening at: http://127\.0\.0\.1:\d+")
         yield Site(process, port)
@@ -103,8 +129,10 @@ class Browser:
         form = self.get("/accounts/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
         assert token, form
-        return self.post("/accounts/login/", {"username": username, "password": password,
-                                              "csrfmiddlewaretoken": token.group(1)})
+        return self.post(
+            "/accounts/login/",
+            {"username": username, "password": password, "csrfmiddlewaretoken": token.group(1)},
+        )
 
     def log_out(self) -> None:
         csrf = self.cookie("csrftoken")
@@ -115,8 +143,12 @@ class Browser:
 def open_ws(site: Site, session: str | None, origin: str | None) -> str:
     """The greeting on a WebSocket opened with this cookie and Origin."""
     headers = {"Cookie": f"sessionid={session}"} if session else {}
-    with connect(site.url("/ws", "ws"), origin=origin, additional_headers=headers,  # type: ignore[arg-type]
-                 open_timeout=10) as ws:
+    with connect(
+        site.url("/ws", "ws"),
+        origin=origin,  # type: ignore[arg-type]
+        additional_headers=headers,
+        open_timeout=10,
+    ) as ws:
         greeting = ws.recv(timeout=10)
         ws.send("from django")
         assert ws.recv(timeout=10) == "You said: from django"
@@ -135,12 +167,16 @@ def test_logged_in_user_is_greeted_with_name_and_groups(site: Site) -> None:
     session = browser.cookie("sessionid")
     assert session
     assert open_ws(site, session, site.origin) == "Hello alice (groups: editors, staff)"
-    assert wait_for(lambda: "accepted peer=127.0.0.1:" in site.process.output
-                    and "subject=alice source=cookie" in site.process.output, 5)
+    assert wait_for(
+        lambda: (
+            "accepted peer=127.0.0.1:" in site.process.output
+            and "subject=alice source=cookie" in site.process.output
+        ),
+        5,
+    )
 
 
-def test_other_origin_missing_origin_forged_and_absent_cookies_are_refused(
-        site: Site) -> None:
+def test_other_origin_missing_origin_forged_and_absent_cookies_are_refused(site: Site) -> None:
     browser = Browser(site)
     browser.log_in("alice", PASSWORD)
     session = browser.cookie("sessionid")
@@ -167,10 +203,16 @@ def test_wrong_password_gives_no_session_and_logout_ends_the_cookie(site: Site) 
 
 
 def test_api_clients_use_a_jwt_on_their_own_path(site: Site) -> None:
-    token = jwt.encode({"sub": "report-bot", "aud": "echo-api", "groups": ["api"],
-                        "exp": int(time.time()) + 60}, JWT_SECRET, algorithm="HS256")
-    with connect(site.url("/api/ws", "ws"), open_timeout=10,
-                 additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    token = jwt.encode(
+        {"sub": "report-bot", "aud": "echo-api", "groups": ["api"], "exp": int(time.time()) + 60},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    with connect(
+        site.url("/api/ws", "ws"),
+        open_timeout=10,
+        additional_headers={"Authorization": f"Bearer {token}"},
+    ) as ws:
         assert ws.recv(timeout=10) == "Hello report-bot (groups: api)"
     with pytest.raises(InvalidStatus) as error:
         connect(site.url("/api/ws", "ws"), open_timeout=10)

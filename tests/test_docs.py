@@ -68,12 +68,13 @@ def test_the_page_computes_the_rfc_accept_value() -> None:
 
 
 def test_the_browser_request_gets_the_101_shown_then_the_welcome_frame(
-        server: WebSocketServer, logs: pytest.LogCaptureFixture) -> None:
+    server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     expected = as_bytes(fenced("http response-101"))
     answer = send(server, fenced("http request"), until_closed=False)
-    assert answer[:len(expected)] == expected
+    assert answer[: len(expected)] == expected
     # A final text frame of 31 bytes, unmasked: "81 1f" and the greeting, as the page says.
-    assert answer[len(expected):] == b"\x81\x1fWelcome! You are authenticated."
+    assert answer[len(expected) :] == b"\x81\x1fWelcome! You are authenticated."
     assert "81 1f" in PAGE and "`Welcome! You are authenticated.`" in PAGE
 
 
@@ -85,8 +86,9 @@ def logged_as_shown(logs: pytest.LogCaptureFixture, prefix: str) -> None:
     assert any(re.fullmatch(pattern, m) for m in messages), (shown, messages)
 
 
-def test_a_wrong_token_gets_the_401_shown(server: WebSocketServer,
-                                          logs: pytest.LogCaptureFixture) -> None:
+def test_a_wrong_token_gets_the_401_shown(
+    server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     request = fenced("http request").replace("demo-token-42", "wrong-token")
     assert send(server, request) == as_bytes(fenced("http response-401-wrong-token"))
     logged_as_shown(logs, "rejected")
@@ -99,49 +101,65 @@ def test_no_token_gets_the_bare_challenge_shown(server: WebSocketServer) -> None
     assert answer == as_bytes(fenced("http response-401-no-token"))
 
 
-def test_the_accepted_log_line_is_the_one_shown(server: WebSocketServer,
-                                                logs: pytest.LogCaptureFixture) -> None:
+def test_the_accepted_log_line_is_the_one_shown(
+    server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     send(server, fenced("http request"), until_closed=False)
-    assert wait_for(lambda: any(r.getMessage().startswith("accepted ")
-                                for r in logs.records))
+    assert wait_for(lambda: any(r.getMessage().startswith("accepted ") for r in logs.records))
     logged_as_shown(logs, "accepted")
 
 
 # -- the order of the checks ----------------------------------------------------------------
 
+
 def raised_reasons(function: object) -> list[str]:
     """The reason codes a function raises, in source order."""
     tree = ast.parse(inspect.getsource(function))  # type: ignore[arg-type]
-    raises = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Raise)),
-                    key=lambda node: (node.lineno, node.col_offset))
-    return [str(node.exc.args[0].value) for node in raises
-            if isinstance(node.exc, ast.Call) and node.exc.args
-            and isinstance(node.exc.args[0], ast.Constant)]
+    raises = sorted(
+        (node for node in ast.walk(tree) if isinstance(node, ast.Raise)),
+        key=lambda node: (node.lineno, node.col_offset),
+    )
+    return [
+        str(node.exc.args[0].value)
+        for node in raises
+        if isinstance(node.exc, ast.Call)
+        and node.exc.args
+        and isinstance(node.exc.args[0], ast.Constant)
+    ]
 
 
 def test_the_upgrade_checks_are_listed_in_the_order_check_upgrade_runs_them() -> None:
     section = PAGE.split("### 2. ", 1)[1].split("\n### ", 1)[0]
-    listed = [reason for row in section.splitlines() if row.startswith("| item")
-              or row.startswith("| (a GET")
-              for reason in re.findall(r"`([a-z_]+)`", row.rsplit("|", 2)[1])]
+    listed = [
+        reason
+        for row in section.splitlines()
+        if row.startswith("| item") or row.startswith("| (a GET")
+        for reason in re.findall(r"`([a-z_]+)`", row.rsplit("|", 2)[1])
+    ]
     assert listed == raised_reasons(checks.check_upgrade)
 
 
 #: Each step of the policy: what marks it in the code, and in the policy's docstring.
-STEPS = [("check_upgrade(", "opening handshake"), ("check_origin(", "Origin"),
-         ("limiter.check(", "failed-authentication budget"), ("find_token(", "one token"),
-         ("_select_subprotocol(", "subprotocol"), ("max_token_length", "size bound"),
-         ("_verify(", "verifier"), ("required_scopes", "scope")]
+STEPS = [
+    ("check_upgrade(", "opening handshake"),
+    ("check_origin(", "Origin"),
+    ("limiter.check(", "failed-authentication budget"),
+    ("find_token(", "one token"),
+    ("_select_subprotocol(", "subprotocol"),
+    ("max_token_length", "size bound"),
+    ("_verify(", "verifier"),
+    ("required_scopes", "scope"),
+]
 
 
 def test_the_policy_docstring_gives_the_order_of_the_code() -> None:
-    code = inspect.getsource(policy.HandshakePolicy.decide) + \
-        inspect.getsource(policy.HandshakePolicy._authenticate)
+    code = inspect.getsource(policy.HandshakePolicy.decide) + inspect.getsource(
+        policy.HandshakePolicy._authenticate
+    )
     code = code.split('"""', 2)[2]  # after decide's own docstring
     in_code = [code.index(marker) for marker, _ in STEPS]
     assert in_code == sorted(in_code), "STEPS lists the code's order"
-    numbered = re.findall(r"^(\d)\. (.+?)(?=^\d\. |^\n)", policy.__doc__ or "",
-                          flags=re.M | re.S)
+    numbered = re.findall(r"^(\d)\. (.+?)(?=^\d\. |^\n)", policy.__doc__ or "", flags=re.M | re.S)
     assert [int(n) for n, _ in numbered] == list(range(1, len(numbered) + 1))
     positions = []
     for _, words in STEPS:
@@ -152,10 +170,19 @@ def test_the_policy_docstring_gives_the_order_of_the_code() -> None:
 
 def test_the_page_walks_the_steps_in_the_order_of_the_code() -> None:
     headings = re.findall(r"^### \d\. .*$", PAGE, flags=re.M)
-    order = ["head", "WebSocket opening handshake", "Origin", "budget", "token source",
-             "subprotocol", "verifier", "Admission"]
-    assert [next(i for i, h in enumerate(headings) if word in h) for word in order] == \
-        list(range(len(order)))
+    order = [
+        "head",
+        "WebSocket opening handshake",
+        "Origin",
+        "budget",
+        "token source",
+        "subprotocol",
+        "verifier",
+        "Admission",
+    ]
+    assert [next(i for i, h in enumerate(headings) if word in h) for word in order] == list(
+        range(len(order))
+    )
 
 
 #: Modules that import an optional server: their names are not looked up here.

@@ -28,17 +28,25 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 READY = r"(?:Listening on|Listening at:|Running on) (?:http|ws)://127\.0\.0\.1:(\d+)"
 #: What each host puts in ``Connection`` on a 401 (the README's "What clients see").
-CONNECTION_ON_ERROR = {"echo_server.py": "close", "stdlib_echo.py": "close",
-                       "wsgi_echo.py": "close", "flask_echo.py": "close",
-                       "gunicorn": "keep-alive", "cheroot_echo.py": None}
+CONNECTION_ON_ERROR = {
+    "echo_server.py": "close",
+    "stdlib_echo.py": "close",
+    "wsgi_echo.py": "close",
+    "flask_echo.py": "close",
+    "gunicorn": "keep-alive",
+    "cheroot_echo.py": None,
+}
 
 
 def docstring_commands(path: Path) -> list[str]:
     """The shell commands in an example's docstring (indented lines, ``\\`` continued)."""
     text = ast.get_docstring(ast.parse(path.read_text())) or ""
     text = text.replace("\\\n", " ")
-    return [line.split(" # ")[0].strip() for line in text.splitlines()
-            if line.startswith("    ") and ("python" in line or "gunicorn" in line)]
+    return [
+        line.split(" # ")[0].strip()
+        for line in text.splitlines()
+        if line.startswith("    ") and ("python" in line or "gunicorn" in line)
+    ]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,14 +72,19 @@ def runnable(command: str) -> tuple[list[str], dict[str, str]]:
         name, _, value = words.pop(0).partition("=")
         env[name] = value
     program = {"python": [sys.executable], "gunicorn": [sys.executable, "-m", "gunicorn"]}
-    argv = program[words[0]] + [re.sub(r"^127\.0\.0\.1:\d+$", "127.0.0.1:0", word)
-                                for word in words[1:]]
+    argv = program[words[0]] + [
+        re.sub(r"^127\.0\.0\.1:\d+$", "127.0.0.1:0", word) for word in words[1:]
+    ]
     return argv, env
 
 
 def server_commands() -> list[tuple[str, str]]:
-    return [(path.name, command) for path in EXAMPLES for command in docstring_commands(path)
-            if "WSAUTH_TOKENS=" in command]
+    return [
+        (path.name, command)
+        for path in EXAMPLES
+        for command in docstring_commands(path)
+        if "WSAUTH_TOKENS=" in command
+    ]
 
 
 def test_every_example_documents_its_command() -> None:
@@ -81,15 +94,19 @@ def test_every_example_documents_its_command() -> None:
 
 def test_the_readme_commands_are_the_documented_ones() -> None:
     readme = (ROOT / "README.md").read_text()
-    mentioned = re.findall(r"^(WSAUTH_TOKENS=\S+ python examples/\S+\.py)$", readme,
-                           flags=re.MULTILINE)
+    mentioned = re.findall(
+        r"^(WSAUTH_TOKENS=\S+ python examples/\S+\.py)$", readme, flags=re.MULTILINE
+    )
     assert len(mentioned) >= 5
     every = {command for _, command in server_commands()}
     assert set(mentioned) <= every
 
 
-@pytest.mark.parametrize(("example", "command"), server_commands(),
-                         ids=[" ".join(c.split()[1:3]) for _, c in server_commands()])
+@pytest.mark.parametrize(
+    ("example", "command"),
+    server_commands(),
+    ids=[" ".join(c.split()[1:3]) for _, c in server_commands()],
+)
 def test_example_runs_as_documented(example: str, command: str) -> None:
     argv, env = runnable(command)
     token = env["WSAUTH_TOKENS"].split(",")[0]
@@ -119,8 +136,14 @@ def test_example_runs_as_documented(example: str, command: str) -> None:
 def run_client(command: str) -> None:
     """Run a documented client command, type one line, and see the echo (bounded)."""
     argv, _ = runnable(command)
-    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, cwd=str(ROOT))
+    client = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(ROOT),
+    )
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
@@ -151,13 +174,17 @@ def run_client(command: str) -> None:
         pumper.join(5)
 
 
-@pytest.mark.parametrize(("example", "command"), server_commands(),
-                         ids=[" ".join(c.split()[1:3]) for _, c in server_commands()])
+@pytest.mark.parametrize(
+    ("example", "command"),
+    server_commands(),
+    ids=[" ".join(c.split()[1:3]) for _, c in server_commands()],
+)
 def test_missing_configuration_is_one_clear_message(example: str, command: str) -> None:
     argv, env = runnable(command)
     env = {**os.environ, **env, "WSAUTH_TOKENS": ""}
-    result = subprocess.run(argv, env=env, cwd=str(ROOT), capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        argv, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=30
+    )
     message = f"examples/{example}: set WSAUTH_TOKENS to one or more comma-separated tokens"
     # gunicorn reports its worker's boot failure (status 3) and stops instead of retrying.
     assert result.returncode == (3 if "gunicorn" in command else 2)
@@ -170,9 +197,14 @@ def test_missing_configuration_is_one_clear_message(example: str, command: str) 
 def test_listening_is_printed_only_once_listening() -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        result = subprocess.run([sys.executable, "examples/echo_server.py"], cwd=str(ROOT),
-                                env={**os.environ, "WSAUTH_TOKENS": "t0k3n", "PORT": str(port)},
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "examples/echo_server.py"],
+            cwd=str(ROOT),
+            env={**os.environ, "WSAUTH_TOKENS": "t0k3n", "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode != 0
     assert "Address already in use" in result.stderr
     assert "Listening" not in result.stdout + result.stderr

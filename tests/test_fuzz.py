@@ -26,7 +26,7 @@ VALID = handshake_bytes(f"/ws?token={SECRET}")
 def run_core(data: bytes, chunks: list[int]) -> Accept | Rejected | None:
     pieces, position = [], 0
     for size in [*chunks, len(data)]:
-        pieces.append(data[position:position + size])
+        pieces.append(data[position : position + size])
         position += size
     return feed(ServerHandshake(POLICY), pieces)
 
@@ -40,7 +40,8 @@ def assert_sane(result: Accept | Rejected | None, data: bytes) -> None:
         assert isinstance(result, Rejected)  # EOF always ends in a decision
         assert 400 <= result.error.status < 600
         assert result.response == b"" or result.response.startswith(
-            f"HTTP/1.1 {result.error.status} ".encode())
+            f"HTTP/1.1 {result.error.status} ".encode()
+        )
         assert SECRET.encode() not in result.response
 
 
@@ -61,7 +62,7 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 16))]
+            del data[at : at + draw(st.integers(1, 16))]
         else:
             line_end = data.find(b"\r\n", at)
             line_start = data.rfind(b"\r\n", 0, at)
@@ -91,6 +92,7 @@ def test_any_split_of_a_valid_handshake_gives_the_same_101(chunks: list[int]) ->
 
 # -- live server ----------------------------------------------------------------------------
 
+
 class ErrorRecords(logging.Handler):
     """Collects ERROR records (tracebacks included) from every logger while installed."""
 
@@ -110,8 +112,11 @@ class ErrorRecords(logging.Handler):
         assert not self.records, [r.getMessage() for r in self.records]
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(head=st.one_of(mutated(), st.binary(max_size=512)))
 def test_live_server_survives_random_handshakes(head: bytes) -> None:
     with ErrorRecords(), running(make_app(handshake_timeout=0.5)) as server:
@@ -138,8 +143,11 @@ frames = st.builds(
 )
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(sequence=st.lists(st.one_of(frames, st.binary(max_size=64)), min_size=1, max_size=6))
 def test_live_server_survives_random_frames(sequence: list[bytes]) -> None:
     with ErrorRecords(), running(make_app(close_timeout=0.5)) as server:

@@ -59,20 +59,23 @@ def welcome_then_echo(server: WebSocketServer, text: str = "ping") -> None:
         assert ws.recv(timeout=3) == f"You said: {text}"
 
 
-def status_of(server: WebSocketServer, target: str = f"/ws?token={SECRET}",
-              extra: str = "") -> tuple[int, dict[str, str]]:
+def status_of(
+    server: WebSocketServer, target: str = f"/ws?token={SECRET}", extra: str = ""
+) -> tuple[int, dict[str, str]]:
     """Status and headers of the answer to one handshake (a 101 is not waited out)."""
     with connect_raw(server) as sock:
         sock.sendall(handshake_bytes(target, extra=extra))
         data = read_head(sock)
         if not data.startswith(b"HTTP/1.1 101 "):
             data += read_until_closed(sock)
-    status, headers, _ = parse_response(data.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
-                                        if data.startswith(b"HTTP/1.1 101 ") else data)
+    status, headers, _ = parse_response(
+        data.split(b"\r\n\r\n")[0] + b"\r\n\r\n" if data.startswith(b"HTTP/1.1 101 ") else data
+    )
     return status, headers
 
 
 # -- Origin allowlist (RFC 6455 §10.2, RFC 6454) -------------------------------------------
+
 
 @pytest.fixture
 def origin_server() -> Iterator[WebSocketServer]:
@@ -80,24 +83,35 @@ def origin_server() -> Iterator[WebSocketServer]:
         yield server
 
 
-@pytest.mark.parametrize("origin", [
-    "https://app.example.com.evil.com", "https://evilapp.example.com", "http://app.example.com",
-    "https://app.example.com:8443", "null", "https://app.example.com/path", "*",
-    "https://user@app.example.com",
-])
-def test_origin_not_on_the_list_is_403(origin_server: WebSocketServer, origin: str,
-                                       logs: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com.evil.com",
+        "https://evilapp.example.com",
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "null",
+        "https://app.example.com/path",
+        "*",
+        "https://user@app.example.com",
+    ],
+)
+def test_origin_not_on_the_list_is_403(
+    origin_server: WebSocketServer, origin: str, logs: pytest.LogCaptureFixture
+) -> None:
     status, headers = status_of(origin_server, extra=f"Origin: {origin}\r\n")
     assert status == 403
     assert "www-authenticate" not in headers
-    assert wait_for(lambda: any("status=403 reason=origin_not_allowed" in r.getMessage()
-                                for r in logs.records))
+    assert wait_for(
+        lambda: any("status=403 reason=origin_not_allowed" in r.getMessage() for r in logs.records)
+    )
 
 
-@pytest.mark.parametrize("origin", [APP_ORIGIN, "HTTPS://APP.EXAMPLE.COM",
-                                    "https://app.example.com:443", "http://localhost:3000"])
-def test_listed_origin_is_accepted_in_any_case(origin_server: WebSocketServer,
-                                               origin: str) -> None:
+@pytest.mark.parametrize(
+    "origin",
+    [APP_ORIGIN, "HTTPS://APP.EXAMPLE.COM", "https://app.example.com:443", "http://localhost:3000"],
+)
+def test_listed_origin_is_accepted_in_any_case(origin_server: WebSocketServer, origin: str) -> None:
     assert status_of(origin_server, extra=f"Origin: {origin}\r\n")[0] == 101
 
 
@@ -132,8 +146,7 @@ def test_cross_site_page_with_a_valid_cookie_is_refused() -> None:
     app = make_app(routes={"/ws": handler}, sources=[CookieToken()], allowed_origins=[APP_ORIGIN])
     with running(app) as server:
         cookie = f"Cookie: token={SECRET}\r\n"
-        assert status_of(server, "/ws", extra=cookie + "Origin: https://evil.example\r\n")[0] \
-            == 403
+        assert status_of(server, "/ws", extra=cookie + "Origin: https://evil.example\r\n")[0] == 403
         assert status_of(server, "/ws", extra=cookie + f"Origin: {APP_ORIGIN}\r\n")[0] == 101
     assert ran == ["alice"]
 
@@ -144,14 +157,20 @@ def test_malformed_allowlist_entry_is_refused() -> None:
             make_app(allowed_origins=bad)
 
 
-def test_origin_appears_in_the_log_line(origin_server: WebSocketServer,
-                                        logs: pytest.LogCaptureFixture) -> None:
+def test_origin_appears_in_the_log_line(
+    origin_server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     assert status_of(origin_server, extra=f"Origin: {APP_ORIGIN}\r\n")[0] == 101
-    assert wait_for(lambda: any(r.getMessage().startswith("accepted") and
-                                f"origin={APP_ORIGIN}" in r.getMessage() for r in logs.records))
+    assert wait_for(
+        lambda: any(
+            r.getMessage().startswith("accepted") and f"origin={APP_ORIGIN}" in r.getMessage()
+            for r in logs.records
+        )
+    )
 
 
 # -- heads that are too big or pathological ------------------------------------------------
+
 
 def test_endless_header_is_cut_off_at_the_limit(server: WebSocketServer) -> None:
     # Stream a header that never ends, 1 KiB at a time, watching for the answer: it
@@ -181,8 +200,10 @@ def test_two_thousand_headers_get_431_and_the_server_lives_on(server: WebSocketS
     welcome_then_echo(server)
 
 
-@pytest.mark.parametrize("header", ["Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions",
-                                    "Connection", "Authorization", "Cookie"])
+@pytest.mark.parametrize(
+    "header",
+    ["Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", "Connection", "Authorization", "Cookie"],
+)
 def test_backtracking_bait_is_answered(server: WebSocketServer, header: str) -> None:
     # ws CVE-2021-32640: 'b' + spaces + 'x' made a regex backtrack for minutes.
     value = "b" + " " * 8000 + "x"
@@ -202,11 +223,14 @@ def test_quoted_cookie_bait_is_answered() -> None:
 
 # -- slow clients, pending caps, hung verifiers --------------------------------------------
 
+
 def test_slowloris_is_cut_off_while_a_normal_client_is_served() -> None:
     app = make_app(handshake_timeout=1.0)
     with running(app, max_pending_per_ip=8) as server:
-        attackers = [socket.create_connection(server.address, timeout=3,
-                                              source_address=(ATTACKER, 0)) for _ in range(12)]
+        attackers = [
+            socket.create_connection(server.address, timeout=3, source_address=(ATTACKER, 0))
+            for _ in range(12)
+        ]
         started = time.monotonic()
         stop = threading.Event()
 
@@ -215,7 +239,7 @@ def test_slowloris_is_cut_off_while_a_normal_client_is_served() -> None:
             for position in range(len(request)):
                 for sock in attackers:
                     with contextlib.suppress(OSError):
-                        sock.send(request[position:position + 1])
+                        sock.send(request[position : position + 1])
                 if stop.wait(0.1):
                     return
 
@@ -249,10 +273,11 @@ def test_idle_connections_are_closed_at_the_deadline() -> None:
 
 
 def test_at_the_pending_cap_the_oldest_idle_handshake_makes_room() -> None:
-    with running(make_app(handshake_timeout=3.0), max_pending=4, max_pending_per_ip=100) \
-            as server:
-        idle = [socket.create_connection(server.address, timeout=3,
-                                         source_address=(ATTACKER, 0)) for _ in range(4)]
+    with running(make_app(handshake_timeout=3.0), max_pending=4, max_pending_per_ip=100) as server:
+        idle = [
+            socket.create_connection(server.address, timeout=3, source_address=(ATTACKER, 0))
+            for _ in range(4)
+        ]
         try:
             assert wait_for(lambda: server.pending_handshakes == 4)
             welcome_then_echo(server)  # served at once: the oldest idle one was dropped
@@ -278,7 +303,8 @@ def test_a_hung_verifier_gets_503_without_stalling_others() -> None:
         with running(make_app(verifier=verifier, verify_timeout=0.5)) as server:
             results: list[int] = []
             hung = threading.Thread(
-                target=lambda: results.append(status_of(server, "/ws?token=hang")[0]))
+                target=lambda: results.append(status_of(server, "/ws?token=hang")[0])
+            )
             hung.start()
             welcome_then_echo(server)  # served while the other verification hangs
             hung.join(5)
@@ -288,6 +314,7 @@ def test_a_hung_verifier_gets_503_without_stalling_others() -> None:
 
 
 # -- limits once connected -----------------------------------------------------------------
+
 
 def test_many_tiny_fragments_close_with_1009() -> None:
     with running(make_app(max_fragments=100)) as server:
@@ -325,7 +352,8 @@ def test_slow_handler_means_backpressure_not_buffering() -> None:
 
 
 def test_silent_peer_is_closed_with_1011_after_the_ping_timeout(
-        logs: pytest.LogCaptureFixture) -> None:
+    logs: pytest.LogCaptureFixture,
+) -> None:
     with running(make_app(ping_interval=0.2, ping_timeout=0.3)) as server:
         sock = open_raw_ws(server)
         with sock:
@@ -337,8 +365,10 @@ def test_silent_peer_is_closed_with_1011_after_the_ping_timeout(
 
 
 def test_peer_that_answers_pings_stays_connected() -> None:
-    with running(make_app(ping_interval=0.1, ping_timeout=0.2)) as server, connect(
-            f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
+    with (
+        running(make_app(ping_interval=0.1, ping_timeout=0.2)) as server,
+        connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws,
+    ):
         assert ws.recv(timeout=3) == WELCOME
         with pytest.raises(TimeoutError):
             ws.recv(timeout=1.0)  # ten ping rounds pass quietly
@@ -347,8 +377,10 @@ def test_peer_that_answers_pings_stays_connected() -> None:
 
 
 def test_idle_timeout_closes_with_1001() -> None:
-    with running(make_app(idle_timeout=0.3)) as server, connect(
-            f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
+    with (
+        running(make_app(idle_timeout=0.3)) as server,
+        connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws,
+    ):
         assert ws.recv(timeout=3) == WELCOME
         with pytest.raises(WSConnectionClosed) as info:
             ws.recv(timeout=3)
@@ -384,10 +416,10 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("data", "code"), [case[1:] for case in MALFORMED],
-                         ids=[case[0] for case in MALFORMED])
-def test_malformed_frames_close_promptly(server: WebSocketServer, data: bytes,
-                                         code: int) -> None:
+@pytest.mark.parametrize(
+    ("data", "code"), [case[1:] for case in MALFORMED], ids=[case[0] for case in MALFORMED]
+)
+def test_malformed_frames_close_promptly(server: WebSocketServer, data: bytes, code: int) -> None:
     sock = open_raw_ws(server)
     with sock:
         assert read_frames(sock, 1) == [(0x1, WELCOME.encode())]
@@ -410,6 +442,7 @@ def test_valid_close_codes_are_echoed(server: WebSocketServer, code: int) -> Non
 
 # -- failed-authentication rate limit ------------------------------------------------------
 
+
 def test_repeated_failures_get_429_before_the_verifier_and_spare_other_ips() -> None:
     calls: list[str] = []
 
@@ -419,9 +452,11 @@ def test_repeated_failures_get_429_before_the_verifier_and_spare_other_ips() -> 
 
     app = make_app(verifier=verifier, limiter=FailedAuthLimiter(rate=0.01, burst=3))
     with running(app) as server:
+
         def attempt(source_ip: str) -> tuple[int, dict[str, str]]:
-            with socket.create_connection(server.address, timeout=3,
-                                          source_address=(source_ip, 0)) as sock:
+            with socket.create_connection(
+                server.address, timeout=3, source_address=(source_ip, 0)
+            ) as sock:
                 sock.sendall(handshake_bytes("/ws?token=guess"))
                 status, headers, _ = parse_response(read_until_closed(sock))
                 return status, headers
@@ -434,10 +469,13 @@ def test_repeated_failures_get_429_before_the_verifier_and_spare_other_ips() -> 
 
 
 def test_forwarded_for_is_trusted_only_from_listed_proxies() -> None:
-    app = make_app(verifier=lambda token: (_ for _ in ()).throw(InvalidToken("nope")),
-                   limiter=FailedAuthLimiter(rate=0.01, burst=1),
-                   trusted_proxies=["127.0.0.1"])
+    app = make_app(
+        verifier=lambda token: (_ for _ in ()).throw(InvalidToken("nope")),
+        limiter=FailedAuthLimiter(rate=0.01, burst=1),
+        trusted_proxies=["127.0.0.1"],
+    )
     with running(app) as server:
+
         def via_proxy(client: str) -> int:
             return status_of(server, "/ws?token=x", extra=f"X-Forwarded-For: {client}\r\n")[0]
 
@@ -445,12 +483,14 @@ def test_forwarded_for_is_trusted_only_from_listed_proxies() -> None:
         assert via_proxy("203.0.113.7") == 429
         assert via_proxy("198.51.100.1") == 401  # a different client behind the proxy
         # From an untrusted peer the header is ignored: rotating it does not help.
-        with socket.create_connection(server.address, timeout=3,
-                                      source_address=(ATTACKER, 0)) as sock:
+        with socket.create_connection(
+            server.address, timeout=3, source_address=(ATTACKER, 0)
+        ) as sock:
             sock.sendall(handshake_bytes("/ws?token=x", extra="X-Forwarded-For: 1.1.1.1\r\n"))
             assert parse_response(read_until_closed(sock))[0] == 401
-        with socket.create_connection(server.address, timeout=3,
-                                      source_address=(ATTACKER, 0)) as sock:
+        with socket.create_connection(
+            server.address, timeout=3, source_address=(ATTACKER, 0)
+        ) as sock:
             sock.sendall(handshake_bytes("/ws?token=x", extra="X-Forwarded-For: 2.2.2.2\r\n"))
             assert parse_response(read_until_closed(sock))[0] == 429
 
@@ -462,12 +502,15 @@ def test_rate_limit_can_be_switched_off() -> None:
 
 # -- expiry closes with 1008 (RFC 6455 §7.4.1), reasons never carry tokens -----------------
 
+
 def test_expired_credential_closes_the_open_connection_with_1008() -> None:
     def verifier(token: str) -> Identity:
         return Identity(subject="bob", expires_at=time.time() + 0.5)
 
-    with running(make_app(verifier=verifier)) as server, connect(
-            f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
+    with (
+        running(make_app(verifier=verifier)) as server,
+        connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws,
+    ):
         assert ws.recv(timeout=3) == WELCOME
         started = time.monotonic()
         with pytest.raises(WSConnectionClosed) as info:
@@ -479,8 +522,16 @@ def test_expired_credential_closes_the_open_connection_with_1008() -> None:
 
 
 def test_app_rejects_bad_limits() -> None:
-    for options in ({"ping_interval": 0}, {"idle_timeout": -1}, {"max_fragments": 0},
-                    {"verify_timeout": 0}):
+    for options in (
+        {"ping_interval": 0},
+        {"idle_timeout": -1},
+        {"max_fragments": 0},
+        {"verify_timeout": 0},
+    ):
         with pytest.raises(ConfigurationError):
-            WebSocketApp({"/ws": echo}, verifier=lambda t: Identity(subject="x"),
-                         sources=[QueryToken()], **options)  # type: ignore[arg-type]
+            WebSocketApp(
+                {"/ws": echo},
+                verifier=lambda t: Identity(subject="x"),
+                sources=[QueryToken()],
+                **options,  # type: ignore[arg-type]
+            )

@@ -98,10 +98,26 @@ class LogSpec:
 
 
 def _gunicorn(name: str, log_format: str) -> Host:
-    return Host(name, [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8",
-                       "-b", "127.0.0.1:0", "--access-logfile", "-",
-                       "--access-logformat", log_format, "examples.wsgi_echo:app"],
-                r"Listening at: http://127\.0\.0\.1:(\d+)")
+    return Host(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "8",
+            "-b",
+            "127.0.0.1:0",
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            log_format,
+            "examples.wsgi_echo:app",
+        ],
+        r"Listening at: http://127\.0\.0\.1:(\d+)",
+    )
 
 
 _BY_NAME = {host.name: host for host in HOSTS}
@@ -151,8 +167,9 @@ def _status(sock: socket.socket) -> tuple[int, bytes]:
 
 
 def _send(port: int, request: bytes, source: str) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=5,
-                                  source_address=(source, 0)) as sock:
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5, source_address=(source, 0)
+    ) as sock:
         sock.sendall(request)
         try:
             status, _ = _status(sock)
@@ -171,18 +188,23 @@ def _upgrade(target: str, token: str) -> bytes:
 
 def _plain_get(target: str, token: str) -> bytes:
     # gunicorn's default format logs Referer and User-Agent too: both carry the token.
-    return (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            f"Referer: http://app.example/page?x=1&token={token}\r\n"
-            f"User-Agent: probe/1 (+http://app.example/?Token={token})\r\n\r\n"
-            ).encode("latin-1")
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Referer: http://app.example/page?x=1&token={token}\r\n"
+        f"User-Agent: probe/1 (+http://app.example/?Token={token})\r\n\r\n"
+    ).encode("latin-1")
 
 
 def _requests() -> Iterator[tuple[str, bytes, str]]:
     """(marker, request, source address) for every case: upgrade, refused upgrade,
     plain GET, page. Each case comes from its own loopback address, so the failed-auth
     limiter (20 per address) never answers 429 in place of the host's usual answer."""
-    kinds = [("u", SECRET, "/ws", _upgrade), ("r", REFUSED, "/ws", _upgrade),
-             ("g", SECRET, "/ws", _plain_get), ("p", SECRET, "/", _plain_get)]
+    kinds = [
+        ("u", SECRET, "/ws", _upgrade),
+        ("r", REFUSED, "/ws", _upgrade),
+        ("g", SECRET, "/ws", _plain_get),
+        ("p", SECRET, "/", _plain_get),
+    ]
     for number, query in enumerate(QUERIES):
         for kind, token, path, build in kinds:
             marker = f"c{number:02d}{kind}"
@@ -197,8 +219,9 @@ def _source(marker: str) -> str:
 @pytest.fixture(scope="module", params=SPECS, ids=[spec.host.name for spec in SPECS])
 def outcome(request: pytest.FixtureRequest) -> Outcome:
     spec: LogSpec = request.param
-    process = DrainedProcess(spec.host.command, cwd=str(ROOT),
-                             env={"WSAUTH_TOKENS": SECRET, "PORT": "0"})
+    process = DrainedProcess(
+        spec.host.command, cwd=str(ROOT), env={"WSAUTH_TOKENS": SECRET, "PORT": "0"}
+    )
     result = Outcome(spec, process.lines)
     try:
         port = int(process.expect(spec.host.ready).group(1))
@@ -247,8 +270,10 @@ def test_host_lines_still_show_each_request(outcome: Outcome) -> None:
         for marker, status in outcome.statuses.items():
             if marker.endswith("p") or status not in (101, 401, 426):
                 continue
-            assert any(f" peer={_source(marker)}:" in line and " path=/ws" in line
-                       for line in outcome.lines), marker
+            assert any(
+                f" peer={_source(marker)}:" in line and " path=/ws" in line
+                for line in outcome.lines
+            ), marker
         return
     kinds = "rgp" if spec.logs_ws_route else "p"
     missing = []
@@ -257,24 +282,33 @@ def test_host_lines_still_show_each_request(outcome: Outcome) -> None:
         if marker[-1] not in kinds or status not in (200, 400, 401, 426):
             continue
         if case in HOST_REFUSED:  # the host's own error line, if not an access line
-            lines = [line for line in outcome.lines
-                     if f"n={marker}" in line or f"ip={_source(marker)}:" in line]
+            lines = [
+                line
+                for line in outcome.lines
+                if f"n={marker}" in line or f"ip={_source(marker)}:" in line
+            ]
         else:
             lines = _logged(outcome, marker)
         needs_mark = not (case == FRAGMENT and spec.drops_fragment)
-        if not any(("[REDACTED]" in line or not needs_mark)
-                   and (not spec.shows_path or "/" in line) for line in lines):
+        if not any(
+            ("[REDACTED]" in line or not needs_mark) and (not spec.shows_path or "/" in line)
+            for line in lines
+        ):
             missing.append((marker, status, lines))
     assert not missing, missing
 
 
 # -- where the filter sits: loggers configured after it, several apps --------------------
 
+
 @pytest.fixture
 def host_loggers() -> Iterator[None]:
     """Give the host loggers back their filters, handlers and flags after the test."""
-    saved = {name: (log.filters[:], log.handlers[:], log.level, log.propagate, log.disabled)
-             for name in HOST_ACCESS_LOGGERS for log in [logging.getLogger(name)]}
+    saved = {
+        name: (log.filters[:], log.handlers[:], log.level, log.propagate, log.disabled)
+        for name in HOST_ACCESS_LOGGERS
+        for log in [logging.getLogger(name)]
+    }
     yield
     for name, (filters, handlers, level, propagate, disabled) in saved.items():
         log = logging.getLogger(name)
@@ -285,11 +319,17 @@ def host_loggers() -> Iterator[None]:
 def _configure_later(stream: io.StringIO) -> None:
     # What a host (or the application) does after the middleware exists: new handlers,
     # new formats, through the standard configuration call.
-    logging.config.dictConfig({
-        "version": 1, "disable_existing_loggers": False,
-        "handlers": {"out": {"class": "logging.StreamHandler", "stream": stream}},
-        "loggers": {name: {"handlers": ["out"], "level": "INFO", "propagate": False}
-                    for name in HOST_ACCESS_LOGGERS}})
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"out": {"class": "logging.StreamHandler", "stream": stream}},
+            "loggers": {
+                name: {"handlers": ["out"], "level": "INFO", "propagate": False}
+                for name in HOST_ACCESS_LOGGERS
+            },
+        }
+    )
 
 
 def test_redaction_holds_when_the_host_configures_its_loggers_later(host_loggers: None) -> None:
@@ -303,10 +343,19 @@ def test_redaction_holds_when_the_host_configures_its_loggers_later(host_loggers
     out = io.StringIO()
     _configure_later(out)
     query = f'n=1&name=a"b&KEY={SECRET};Token={SECRET}'
-    atoms = SafeAtoms({"r": f"GET /ws?{query} HTTP/1.1", "q": query, "U": "/ws", "s": "401",
-                       "{cookie}i": f"token={SECRET}", "a": f"agent?token={SECRET}"})
+    atoms = SafeAtoms(
+        {
+            "r": f"GET /ws?{query} HTTP/1.1",
+            "q": query,
+            "U": "/ws",
+            "s": "401",
+            "{cookie}i": f"token={SECRET}",
+            "a": f"agent?token={SECRET}",
+        }
+    )
     logging.getLogger("gunicorn.access").info(
-        '"%(r)s" %(U)s?%(q)s %(q)s %(s)s %({cookie}i)s %(a)s %(missing)s', atoms)
+        '"%(r)s" %(U)s?%(q)s %(q)s %(s)s %({cookie}i)s %(a)s %(missing)s', atoms
+    )
     logging.getLogger("werkzeug").info('"%s" %s', f"GET /ws?{query} HTTP/1.1", 401)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
@@ -351,10 +400,14 @@ def test_redact_query_parses_names_as_a_parser_would(target: str, expected: str)
 
 
 REDACT_TEXT_CASES = [
-    ('1.2.3.4 - - "\x1b[31mGET /ws?name=a"b&token=S HTTP/1.1\x1b[0m" 401 -',
-     '1.2.3.4 - - "\x1b[31mGET /ws?name=a"b&token=[REDACTED] HTTP/1.1\x1b[0m" 401 -'),
-    ("Bad request syntax ('GET /ws?a=b c&token=S HTTP/1.1')",
-     "Bad request syntax ('GET /ws?a=b c&token=[REDACTED] HTTP/1.1')"),
+    (
+        '1.2.3.4 - - "\x1b[31mGET /ws?name=a"b&token=S HTTP/1.1\x1b[0m" 401 -',
+        '1.2.3.4 - - "\x1b[31mGET /ws?name=a"b&token=[REDACTED] HTTP/1.1\x1b[0m" 401 -',
+    ),
+    (
+        "Bad request syntax ('GET /ws?a=b c&token=S HTTP/1.1')",
+        "Bad request syntax ('GET /ws?a=b c&token=[REDACTED] HTTP/1.1')",
+    ),
     ("Invalid HTTP Version: 'S HTTP/1.1'", "Invalid HTTP Version: '[REDACTED] HTTP/1.1'"),
     ('401 "name=a\\"b&TOKEN=S"', '401 "name=a\\"b&TOKEN=[REDACTED]"'),
     ("x token= S y", "x token=[REDACTED] [REDACTED] y"),

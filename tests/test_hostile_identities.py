@@ -45,15 +45,17 @@ def _fail(ws: WebSocket) -> None:
 
 
 def test_a_subject_with_line_breaks_cannot_forge_the_handler_failure_line(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="wsauth_sync")
     app = make_app(routes={"/ws": _fail}, verifier=StaticTokens({SECRET: FORGED}))
     with running(app) as server:
-        with connect(ws_url(server) + f"?token={SECRET}", open_timeout=3) as client, \
-                pytest.raises(ClientClosed):
+        with (
+            connect(ws_url(server) + f"?token={SECRET}", open_timeout=3) as client,
+            pytest.raises(ClientClosed),
+        ):
             client.recv(timeout=3)
-        assert wait_for(lambda: any(r.getMessage().startswith("closed")
-                                    for r in caplog.records))
+        assert wait_for(lambda: any(r.getMessage().startswith("closed") for r in caplog.records))
     failed = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
     assert failed, "the handler's failure is logged"
     for record in caplog.records:
@@ -69,18 +71,22 @@ def _cancelled(token: str) -> Identity:
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "time_limited"])
 def test_a_verifier_raising_a_base_exception_fails_closed_without_quoting_the_token(
-        inline: bool, caplog: pytest.LogCaptureFixture,
-        capfd: pytest.CaptureFixture[str]) -> None:
+    inline: bool, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     verifier = CallableVerifier(_cancelled)
     app = make_app(verifier=verifier, verify_timeout=None if inline else 5.0)
     with running(app) as server:
         for _ in range(3):  # the server answers every time, not just the first
             status, headers, _ = parse_response(
-                exchange(server, handshake_bytes(f"/ws?token={SECRET}")))
+                exchange(server, handshake_bytes(f"/ws?token={SECRET}"))
+            )
             assert (status, headers.get("retry-after")) == (503, "5")
-    assert [r.wsauth["reason"] for r in caplog.records  # type: ignore[attr-defined]
-            if getattr(r, "wsauth", {}).get("event") == "rejected"] == ["verifier_error"] * 3
+    assert [
+        r.wsauth["reason"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "wsauth", {}).get("event") == "rejected"
+    ] == ["verifier_error"] * 3
     output = "".join(capfd.readouterr()) + caplog.text
     for form in secret_forms():
         assert form not in output
@@ -94,7 +100,8 @@ def _reauth_on_every_message(ws: WebSocket) -> None:
 
 
 def test_bad_tokens_given_to_reauthenticate_spend_the_failed_auth_budget(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="wsauth_sync")
     app = make_app(routes={"/ws": _reauth_on_every_message})
     with running(app) as server:
@@ -108,29 +115,40 @@ def test_bad_tokens_given_to_reauthenticate_spend_the_failed_auth_budget(
                 assert client.close_reason == "reauthentication failed: invalid"
             # The budget is spent: a handshake, even with the valid token, gets 429 ...
             status, headers, _ = parse_response(
-                exchange(server, handshake_bytes(f"/ws?token={SECRET}")))
+                exchange(server, handshake_bytes(f"/ws?token={SECRET}"))
+            )
             assert status == 429 and "retry-after" in headers
             # ... and so does a refresh on a connection opened before, valid token or not.
             with pytest.raises(ClientClosed):
                 early.send(SECRET)
                 early.recv(timeout=3)
             assert (early.close_code, early.close_reason) == (
-                1008, "reauthentication failed: too many attempts")
+                1008,
+                "reauthentication failed: too many attempts",
+            )
     for form in secret_forms():
         assert form not in caplog.text
 
 
-
 UPGRADE_ENVIRON = {
-    "REQUEST_METHOD": "GET", "PATH_INFO": "/ws", "QUERY_STRING": f"token={SECRET}",
-    "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "50000",
-    "HTTP_HOST": "127.0.0.1", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
-    "HTTP_SEC_WEBSOCKET_KEY": KEY, "HTTP_SEC_WEBSOCKET_VERSION": "13", "wsgi.url_scheme": "http",
+    "REQUEST_METHOD": "GET",
+    "PATH_INFO": "/ws",
+    "QUERY_STRING": f"token={SECRET}",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_PORT": "50000",
+    "HTTP_HOST": "127.0.0.1",
+    "HTTP_UPGRADE": "websocket",
+    "HTTP_CONNECTION": "Upgrade",
+    "HTTP_SEC_WEBSOCKET_KEY": KEY,
+    "HTTP_SEC_WEBSOCKET_VERSION": "13",
+    "wsgi.url_scheme": "http",
 }
 
 
 def test_a_101_uwsgi_cannot_write_gives_back_the_identitys_connection_slot(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # uWSGI writes the 101 itself; when the client has gone its write raises OSError
     # ("write error"). The slot reserved for the connection must come back each time,
     # or a flaky client locks its own account out at max_connections_per_identity.
@@ -150,17 +168,20 @@ def test_a_101_uwsgi_cannot_write_gives_back_the_identitys_connection_slot(
 
             def write(data: bytes) -> None:
                 raise OSError("write error")
+
             return write
 
-        middleware = WebSocketMiddleware(lambda environ, start: [], make_app(
-            max_connections_per_identity=2))
+        middleware = WebSocketMiddleware(
+            lambda environ, start: [], make_app(max_connections_per_identity=2)
+        )
         for _ in range(4):
             middleware({**UPGRADE_ENVIRON, "wsgi.input": io.BytesIO()}, start_response)
     assert [status.split()[0] for status in statuses] == ["101"] * 4
 
 
 def test_a_handler_raising_a_base_exception_closes_1011_and_logs_it(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """asyncio's CancelledError (what asyncio.run() raises inside a handler that was
     cancelled) is no Exception: it must still end in 1011 and a log line, not a dead thread."""
     caplog.set_level(logging.INFO, logger="wsauth_sync")
@@ -168,8 +189,10 @@ def test_a_handler_raising_a_base_exception_closes_1011_and_logs_it(
     def cancelled(ws: object) -> None:
         raise asyncio.CancelledError("handler cancelled")
 
-    with running(make_app(routes={"/ws": cancelled})) as server, \
-            connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
+    with (
+        running(make_app(routes={"/ws": cancelled})) as server,
+        connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws,
+    ):
         with pytest.raises(ClientClosed) as closed:
             ws.recv(timeout=3)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011

@@ -46,8 +46,10 @@ def verifier(keys: KeyServer, **options: Any) -> JWTVerifier:
 
 
 def test_jwks_token_opens_a_connection(keys: KeyServer) -> None:
-    with running(make_app(verifier=verifier(keys))) as server, connect(
-            f"{ws_url(server)}?token={keys.token('k1')}", open_timeout=5) as ws:
+    with (
+        running(make_app(verifier=verifier(keys))) as server,
+        connect(f"{ws_url(server)}?token={keys.token('k1')}", open_timeout=5) as ws,
+    ):
         assert ws.recv(timeout=5) == WELCOME
     assert keys.fetches == 1
 
@@ -88,8 +90,7 @@ def test_random_kids_cause_at_most_one_fetch_per_cooldown(keys: KeyServer) -> No
 
     def forged() -> str:
         payload = {"sub": "mallory", "exp": int(time.time()) + 60}
-        return jwt.encode(payload, forged_key, algorithm="RS256",
-                          headers={"kid": uuid.uuid4().hex})
+        return jwt.encode(payload, forged_key, algorithm="RS256", headers={"kid": uuid.uuid4().hex})
 
     tokens = [forged() for _ in range(200)]
 
@@ -159,8 +160,9 @@ def b64(data: bytes) -> str:
 
 
 def raw_token(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
-    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()),
-                     b64(signature)])
+    return ".".join(
+        [b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()), b64(signature)]
+    )
 
 
 def later() -> int:
@@ -177,20 +179,31 @@ HOSTILE = {
     "garbage": "!!.!!.!!",
     "header is a list": b64(b"[]") + "." + b64(b"{}") + ".",
     "exp not a number": jwt.encode({"sub": "x", "exp": "soon"}, SECRET_KEY, algorithm="HS256"),
-    "iat in the future": jwt.encode({"sub": "x", "exp": later() + 3600,
-                                     "iat": later() + 600}, SECRET_KEY, algorithm="HS256"),
-    "unknown crit": jwt.encode({"sub": "x", "exp": later()}, SECRET_KEY, algorithm="HS256",
-                               headers={"crit": ["x-unknown"], "x-unknown": 1}),
-    "expired": jwt.encode({"sub": "x", "exp": int(time.time()) - 60}, SECRET_KEY,
-                          algorithm="HS256"),
-    "kid injection": jwt.encode({"sub": "x", "exp": later()}, "z" * 32, algorithm="HS256",
-                                headers={"kid": "../../etc/passwd' OR 1=1"}),
+    "iat in the future": jwt.encode(
+        {"sub": "x", "exp": later() + 3600, "iat": later() + 600}, SECRET_KEY, algorithm="HS256"
+    ),
+    "unknown crit": jwt.encode(
+        {"sub": "x", "exp": later()},
+        SECRET_KEY,
+        algorithm="HS256",
+        headers={"crit": ["x-unknown"], "x-unknown": 1},
+    ),
+    "expired": jwt.encode(
+        {"sub": "x", "exp": int(time.time()) - 60}, SECRET_KEY, algorithm="HS256"
+    ),
+    "kid injection": jwt.encode(
+        {"sub": "x", "exp": later()},
+        "z" * 32,
+        algorithm="HS256",
+        headers={"kid": "../../etc/passwd' OR 1=1"},
+    ),
 }
 
 
 def rejection(token: str) -> Rejected:
-    policy = HandshakePolicy(verifier=JWTVerifier(key=SECRET_KEY, algorithms=["HS256"]),
-                             sources=(QueryToken(),))
+    policy = HandshakePolicy(
+        verifier=JWTVerifier(key=SECRET_KEY, algorithms=["HS256"]), sources=(QueryToken(),)
+    )
     result = ServerHandshake(policy).receive_data(handshake_bytes(f"/ws?token={token}"))
     assert isinstance(result, Rejected)
     return result
@@ -212,9 +225,12 @@ def test_every_jwt_rule_gives_the_same_401() -> None:
 def test_jku_and_jwk_headers_are_ignored_and_fetch_nothing(keys: KeyServer) -> None:
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     attacker_jwk = jwt.algorithms.RSAAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
-    token = jwt.encode({"sub": "mallory", "exp": later()}, attacker, algorithm="RS256",
-                       headers={"kid": "k1", "jku": keys.url, "jwk": attacker_jwk,
-                                "x5u": keys.url})
+    token = jwt.encode(
+        {"sub": "mallory", "exp": later()},
+        attacker,
+        algorithm="RS256",
+        headers={"kid": "k1", "jku": keys.url, "jwk": attacker_jwk, "x5u": keys.url},
+    )
     trusted = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     check = JWTVerifier(key=trusted.public_key(), algorithms=["RS256"])
     with pytest.raises(InvalidToken) as info:
@@ -225,12 +241,14 @@ def test_jku_and_jwk_headers_are_ignored_and_fetch_nothing(keys: KeyServer) -> N
 
 # -- expiry on an open connection ------------------------------------------------------------
 
+
 def test_jwt_expiry_closes_the_connection_with_1008() -> None:
     check = JWTVerifier(key=SECRET_KEY, algorithms=["HS256"], leeway=0)
-    token = jwt.encode({"sub": "dave", "exp": int(time.time()) + 2}, SECRET_KEY,
-                       algorithm="HS256")
-    with running(make_app(verifier=check)) as server, connect(
-            f"{ws_url(server)}?token={token}", open_timeout=3) as ws:
+    token = jwt.encode({"sub": "dave", "exp": int(time.time()) + 2}, SECRET_KEY, algorithm="HS256")
+    with (
+        running(make_app(verifier=check)) as server,
+        connect(f"{ws_url(server)}?token={token}", open_timeout=3) as ws,
+    ):
         assert ws.recv(timeout=3) == WELCOME
         ws.send("before expiry")
         assert ws.recv(timeout=3) == "You said: before expiry"
@@ -248,8 +266,9 @@ def test_cli_jwks_url(keys: KeyServer) -> None:
 
     from helpers import ServerProcess
 
-    server = ServerProcess([sys.executable, "-m", "wsauth_sync", "echo", "--port", "0",
-                            "--jwks-url", keys.url])
+    server = ServerProcess(
+        [sys.executable, "-m", "wsauth_sync", "echo", "--port", "0", "--jwks-url", keys.url]
+    )
     try:
         url = server.expect(r"Listening on (ws://\S+)").group(1)
         with connect(f"{url}?token={keys.token('k1')}", open_timeout=5) as ws:

@@ -41,8 +41,12 @@ def keys() -> Iterator[KeyServer]:
 
 
 def verifier(keys: KeyServer, **options: Any) -> JWTVerifier:
-    settings: dict[str, Any] = {"jwks_cooldown": 0.3, "jwks_lifespan": 0.3,
-                                "jwks_timeout": 0.5, **options}
+    settings: dict[str, Any] = {
+        "jwks_cooldown": 0.3,
+        "jwks_lifespan": 0.3,
+        "jwks_timeout": 0.5,
+        **options,
+    }
     return JWTVerifier(jwks_url=keys.url, algorithms=["RS256"], **settings)
 
 
@@ -62,15 +66,16 @@ def break_key_server(keys: KeyServer, failure: str) -> None:
 def forged(kid: str | None = None) -> str:
     """A well-formed token signed by a key no provider published, with a random kid."""
     payload = {"sub": "mallory", "exp": int(time.time()) + 60}
-    return jwt.encode(payload, FORGER, algorithm="RS256",
-                      headers={"kid": kid or uuid.uuid4().hex})
+    return jwt.encode(payload, FORGER, algorithm="RS256", headers={"kid": kid or uuid.uuid4().hex})
 
 
-def login(server: WebSocketServer, token: str, timeout: float = 10.0,
-          source_ip: str | None = None) -> tuple[int, dict[str, str]]:
+def login(
+    server: WebSocketServer, token: str, timeout: float = 10.0, source_ip: str | None = None
+) -> tuple[int, dict[str, str]]:
     """One opening handshake over a fresh socket: the status code and response headers."""
-    with socket.create_connection(server.address, timeout=timeout,
-                                  source_address=(source_ip, 0) if source_ip else None) as sock:
+    with socket.create_connection(
+        server.address, timeout=timeout, source_address=(source_ip, 0) if source_ip else None
+    ) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={token}"))
         head = read_response(sock, timeout).partition(b"\r\n\r\n")[0].decode("latin-1")
     status_line, *lines = head.split("\r\n")
@@ -82,15 +87,20 @@ def login(server: WebSocketServer, token: str, timeout: float = 10.0,
 
 
 def rejected_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "wsauth_sync" and r.getMessage().startswith("rejected")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "wsauth_sync" and r.getMessage().startswith("rejected")
+    ]
 
 
 # -- item 2: a withdrawn key is never accepted again -------------------------------------------
 
+
 @pytest.mark.parametrize("failure", OUTAGES + WITHDRAWALS)
-def test_withdrawn_key_is_never_accepted_again(keys: KeyServer, failure: str,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_withdrawn_key_is_never_accepted_again(
+    keys: KeyServer, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="wsauth_sync")
     with running(make_app(verifier=verifier(keys))) as server:
         old = keys.token("k1")
@@ -137,6 +147,7 @@ def _refused(check: JWTVerifier, token: str) -> bool:
 
 # -- item 2: the age of stale keys is bounded ---------------------------------------------------
 
+
 def test_stale_keys_have_a_bounded_age(keys: KeyServer) -> None:
     max_stale = 1.5
     check = verifier(keys, jwks_max_stale=max_stale)
@@ -178,6 +189,7 @@ def test_max_stale_is_validated(keys: KeyServer) -> None:
 
 # -- item 7: no amplification, no waiting, and unknown kids spend the budget --------------------
 
+
 @pytest.mark.parametrize("outage", ["none", "status_500", "hang"])
 def test_random_kids_fetch_once_per_cooldown_and_get_429(keys: KeyServer, outage: str) -> None:
     cooldown = 1.0
@@ -190,9 +202,12 @@ def test_random_kids_fetch_once_per_cooldown_and_get_429(keys: KeyServer, outage
         before = keys.fetches
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = [status for status, _ in pool.map(
-                lambda token: login(server, token), [forged() for _ in range(200)],
-                timeout=45)]
+            statuses = [
+                status
+                for status, _ in pool.map(
+                    lambda token: login(server, token), [forged() for _ in range(200)], timeout=45
+                )
+            ]
         elapsed = time.monotonic() - started
         fetched = keys.fetches - before
         assert 1 <= fetched <= 1 + int(elapsed / cooldown), (fetched, elapsed)
@@ -248,8 +263,11 @@ def test_random_kids_from_many_addresses_are_each_charged(keys: KeyServer) -> No
         started = time.monotonic()
         jobs = [address for address in attackers for _ in range(40)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(lambda ip: (ip, login(server, forged(), source_ip=ip)[0]),
-                                     jobs, timeout=45))
+            statuses = list(
+                pool.map(
+                    lambda ip: (ip, login(server, forged(), source_ip=ip)[0]), jobs, timeout=45
+                )
+            )
         elapsed = time.monotonic() - started
         assert keys.fetches - before <= 1 + int(elapsed / cooldown)
         for address in attackers:
@@ -308,7 +326,9 @@ def test_cache_decisions_through_rotation_and_outage() -> None:
     assert reason(cache, "k2") == "ok"  # an unknown kid forces one fetch
     assert provider.calls == 2
     assert [reason(cache, "k1"), reason(cache, "x")] == [
-        "401 withdrawn_kid charged", "401 unknown_kid charged"]
+        "401 withdrawn_kid charged",
+        "401 unknown_kid charged",
+    ]
     provider.error = ConnectionRefusedError()
     for step in range(1, 200):  # an outage of 199 s, with lookups of every kind each second
         provider.now = 1.0 + step
@@ -322,10 +342,14 @@ def test_cache_decisions_through_rotation_and_outage() -> None:
 
 
 def test_cache_treats_only_a_jwk_set_as_an_answer() -> None:
-    for document, k1 in [({"keys": []}, "401 withdrawn_kid charged"),
-                         (jwk_set("other"), "401 withdrawn_kid charged"),
-                         ({"keys": "k1"}, "ok"), ({"nothing": []}, "ok"), (["keys"], "ok"),
-                         ({"keys": [{"kty": "nope", "kid": "k1"}]}, "ok")]:
+    for document, k1 in [
+        ({"keys": []}, "401 withdrawn_kid charged"),
+        (jwk_set("other"), "401 withdrawn_kid charged"),
+        ({"keys": "k1"}, "ok"),
+        ({"nothing": []}, "ok"),
+        (["keys"], "ok"),
+        ({"keys": [{"kty": "nope", "kid": "k1"}]}, "ok"),
+    ]:
         provider = FakeKeyServer("k1")
         cache = provider.cache()
         assert reason(cache, "k1") == "ok"

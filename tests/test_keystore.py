@@ -36,8 +36,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
 def test_key_opens_a_connection_and_the_handler_sees_its_owner(store: KeyStore) -> None:
     key, record = store.create("service-a", scopes=["echo"])
     assert key.startswith(f"wsk_{record.key_id}_")
-    with running(make_app(verifier=store)) as server, connect(
-            f"{ws_url(server)}?token={key}", open_timeout=5) as ws:
+    with (
+        running(make_app(verifier=store)) as server,
+        connect(f"{ws_url(server)}?token={key}", open_timeout=5) as ws,
+    ):
         assert ws.recv(timeout=5) == WELCOME
     used = store.records()[0]
     assert used.subject == "service-a" and used.scopes == ("echo",)
@@ -54,8 +56,9 @@ def test_only_the_hash_is_stored(store: KeyStore) -> None:
     assert key not in dump and key.split("_", 2)[2] not in dump  # the secret may hold "_"
 
 
-@pytest.mark.parametrize("token", ["wsk_000000000000_nope", "' OR 1=1 --",
-                                   "wsk_' OR 1=1 --_x", "", "wsk__"])
+@pytest.mark.parametrize(
+    "token", ["wsk_000000000000_nope", "' OR 1=1 --", "wsk_' OR 1=1 --_x", "", "wsk__"]
+)
 def test_unknown_or_hostile_keys_are_401(store: KeyStore, token: str) -> None:
     store.create("service-a")
     with pytest.raises(InvalidToken):
@@ -85,9 +88,11 @@ def test_revoking_a_key_closes_its_open_connections(store: KeyStore) -> None:
     key, record = store.create("service-a")
     other, _ = store.create("service-b")
     app = make_app(verifier=store, revocation_interval=0.2)
-    with running(app) as server, connect(f"{ws_url(server)}?token={key}",
-                                         open_timeout=5) as doomed, connect(
-            f"{ws_url(server)}?token={other}", open_timeout=5) as spared:
+    with (
+        running(app) as server,
+        connect(f"{ws_url(server)}?token={key}", open_timeout=5) as doomed,
+        connect(f"{ws_url(server)}?token={other}", open_timeout=5) as spared,
+    ):
         assert doomed.recv(timeout=5) == WELCOME and spared.recv(timeout=5) == WELCOME
         store.revoke(record.key_id)
         with pytest.raises(ConnectionClosed) as info:
@@ -106,8 +111,9 @@ def test_required_scopes_per_path(store: KeyStore) -> None:
 
     admin, _ = store.create("root", scopes=["admin", "echo"])
     plain, _ = store.create("user", scopes=["echo"])
-    app = make_app(verifier=store, routes={"/ws": echo, "/admin": echo},
-                   required_scopes={"/admin": ["admin"]})
+    app = make_app(
+        verifier=store, routes={"/ws": echo, "/admin": echo}, required_scopes={"/admin": ["admin"]}
+    )
     with running(app) as server:
         with connect(f"{ws_url(server, '/admin')}?token={admin}", open_timeout=5) as ws:
             assert ws.recv(timeout=5) == WELCOME
@@ -115,8 +121,10 @@ def test_required_scopes_per_path(store: KeyStore) -> None:
             connect(f"{ws_url(server, '/admin')}?token={plain}", open_timeout=5)
         response = info.value.response
         assert response.status_code == 403
-        assert response.headers["WWW-Authenticate"] == \
-            'Bearer realm="wsauth", error="insufficient_scope", scope="admin"'
+        assert (
+            response.headers["WWW-Authenticate"]
+            == 'Bearer realm="wsauth", error="insufficient_scope", scope="admin"'
+        )
         with connect(f"{ws_url(server)}?token={plain}", open_timeout=5) as ws:
             assert ws.recv(timeout=5) == WELCOME
 
@@ -143,14 +151,20 @@ def test_database_error_is_503(tmp_path: Path) -> None:
 
 # -- the keys command --------------------------------------------------------------------
 
+
 def run_keys(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wsauth_sync", "keys", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "wsauth_sync", "keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_keys_cli_create_list_revoke_and_serve(backend: str, tmp_path: Path,
-                                               request: pytest.FixtureRequest) -> None:
+def test_keys_cli_create_list_revoke_and_serve(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from helpers import ServerProcess
 
     db = str(tmp_path / "keys.db") if backend == "sqlite" else postgres_dsn(request)
@@ -163,12 +177,14 @@ def test_keys_cli_create_list_revoke_and_serve(backend: str, tmp_path: Path,
     assert key not in listing.stdout
     key_id = key.split("_")[1]
     assert key_id in listing.stdout
-    server = ServerProcess([sys.executable, "-m", "wsauth_sync", "echo", "--port", "0",
-                            "--keys-db", db])
+    server = ServerProcess(
+        [sys.executable, "-m", "wsauth_sync", "echo", "--port", "0", "--keys-db", db]
+    )
     try:
         url = server.expect(r"Listening on (ws://\S+)").group(1)
-        with connect(url, additional_headers={"Authorization": f"Bearer {key}"},
-                     open_timeout=5) as ws:
+        with connect(
+            url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=5
+        ) as ws:
             assert ws.recv(timeout=5) == WELCOME
             revoked = run_keys("revoke", key_id, "--db", db)
             assert revoked.returncode == 0, revoked.stderr

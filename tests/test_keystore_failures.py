@@ -59,8 +59,11 @@ def dsn(pg: Cluster) -> str:
 
 def watch(app: object, source: object) -> RevocationWatch:
     """Short revocation interval and backoff, so the tests' bounds stay small."""
-    app.revocations = RevocationWatch(source, interval=INTERVAL,  # type: ignore[attr-defined,arg-type]
-                                      max_backoff=MAX_BACKOFF)
+    app.revocations = RevocationWatch(  # type: ignore[attr-defined]
+        source,  # type: ignore[arg-type]
+        interval=INTERVAL,
+        max_backoff=MAX_BACKOFF,
+    )
     return app.revocations  # type: ignore[attr-defined,no-any-return]
 
 
@@ -105,14 +108,15 @@ def closed_with(ws: object, timeout: float) -> tuple[int, str, float]:
 
 # -- restarts and outages ------------------------------------------------------------------
 
+
 def test_revocation_closes_connections_after_a_database_restart(
-        pg: Cluster, logs: pytest.LogCaptureFixture) -> None:
+    pg: Cluster, logs: pytest.LogCaptureFixture
+) -> None:
     (key, record), (other, _) = create(pg, "svc-a", "svc-b")
     store = PostgresKeyStore(dsn(pg), query_timeout=2.0)
     app = make_app(verifier=store)
     watcher = watch(app, store)
-    with running(app) as server, connect(f"{ws_url(server)}?token={key}",
-                                         open_timeout=5) as doomed:
+    with running(app) as server, connect(f"{ws_url(server)}?token={key}", open_timeout=5) as doomed:
         assert doomed.recv(timeout=5) == WELCOME
         # The watch has asked once: its connection exists, and dies with the restart.
         assert wait_for(lambda: watcher._position is not None, timeout=5)
@@ -132,13 +136,13 @@ def test_revocation_closes_connections_after_a_database_restart(
 
 
 def test_revocation_checks_back_off_while_the_database_is_down_then_resume(
-        pg: Cluster, logs: pytest.LogCaptureFixture) -> None:
+    pg: Cluster, logs: pytest.LogCaptureFixture
+) -> None:
     [(key, record)] = create(pg, "svc-a")
     store = PostgresKeyStore(dsn(pg), query_timeout=2.0)
     app = make_app(verifier=store)
     watch(app, store)
-    with running(app) as server, connect(f"{ws_url(server)}?token={key}",
-                                         open_timeout=5) as doomed:
+    with running(app) as server, connect(f"{ws_url(server)}?token={key}", open_timeout=5) as doomed:
         assert doomed.recv(timeout=5) == WELCOME
         pg.stop()
         try:
@@ -219,6 +223,7 @@ def test_a_query_on_a_frozen_database_gives_up_in_time_and_recovers(pg: Cluster)
 
 # -- a frozen database while connections are open -------------------------------------
 
+
 class KeysOrFixed:
     """API keys from a store; ``brief`` expires soon, ``forever`` never (no database)."""
 
@@ -269,8 +274,8 @@ class FrameReader:
             self._need(4, deadline)
             length, offset = struct.unpack("!H", self.buffer[2:4])[0], 4
         self._need(offset + length, deadline)
-        payload = self.buffer[offset:offset + length]
-        self.buffer = self.buffer[offset + length:]
+        payload = self.buffer[offset : offset + length]
+        self.buffer = self.buffer[offset + length :]
         return opcode, payload
 
     def until_close(self, *, answer_pings: bool, timeout: float) -> tuple[int, float, int]:
@@ -297,16 +302,24 @@ def key_handshake(address: tuple[str, int], token: str, source_ip: str) -> tuple
 
 
 def test_a_frozen_database_stalls_neither_expiry_nor_keepalive_and_recovers(
-        pg: Cluster, logs: pytest.LogCaptureFixture) -> None:
+    pg: Cluster, logs: pytest.LogCaptureFixture
+) -> None:
     (key, record), (other, _) = create(pg, "svc-a", "svc-b")
     verifier = KeysOrFixed(PostgresKeyStore(dsn(pg), query_timeout=1.0), brief_lifetime=3.0)
     verify_timeout, ping_interval, ping_timeout = 1.0, 0.5, 1.0
-    app = make_app(verifier=verifier, verify_timeout=verify_timeout,
-                   ping_interval=ping_interval, ping_timeout=ping_timeout)
+    app = make_app(
+        verifier=verifier,
+        verify_timeout=verify_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
     watcher = watch(app, verifier)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=48)
-    with contextlib.ExitStack() as stack, running(app) as server, connect(
-            f"{ws_url(server)}?token={key}", open_timeout=5) as keyed:
+    with (
+        contextlib.ExitStack() as stack,
+        running(app) as server,
+        connect(f"{ws_url(server)}?token={key}", open_timeout=5) as keyed,
+    ):
         assert keyed.recv(timeout=5) == WELCOME
         # The watch has asked once: it holds a connection to the server about to freeze.
         assert wait_for(lambda: watcher._position is not None, timeout=5)
@@ -318,8 +331,10 @@ def test_a_frozen_database_stalls_neither_expiry_nor_keepalive_and_recovers(
                 brief_done = pool.submit(brief.until_close, answer_pings=True, timeout=15)
                 silent_done = pool.submit(silent.until_close, answer_pings=False, timeout=15)
                 # More key handshakes than the verifier has threads, from 8 addresses.
-                flood = [pool.submit(key_handshake, server.address, other, f"127.0.0.{2 + n % 8}")
-                         for n in range(40)]
+                flood = [
+                    pool.submit(key_handshake, server.address, other, f"127.0.0.{2 + n % 8}")
+                    for n in range(40)
+                ]
                 for answer in flood:
                     status, took = answer.result(timeout=30)
                     assert status == 503
@@ -330,8 +345,11 @@ def test_a_frozen_database_stalls_neither_expiry_nor_keepalive_and_recovers(
                 code, closed_at, _ = silent_done.result(timeout=20)
                 assert code == 1011  # a peer that answers no ping is still dropped on time
                 assert closed_at - silent_opened < ping_interval + ping_timeout + 1.0
-                refused = [r for r in logs.records if "status=503 reason=verifier_timeout"
-                           in r.getMessage()]
+                refused = [
+                    r
+                    for r in logs.records
+                    if "status=503 reason=verifier_timeout" in r.getMessage()
+                ]
                 assert len(refused) >= len(flood)  # the verifier said so, not a slot cap
                 assert wait_for(lambda: revocation_warnings(logs), timeout=10)
         finally:
@@ -350,6 +368,7 @@ def test_a_frozen_database_stalls_neither_expiry_nor_keepalive_and_recovers(
 
 # -- the SQLite file ---------------------------------------------------------------------
 
+
 def test_sqlite_store_and_its_wal_files_are_private(tmp_path: Path) -> None:
     path = tmp_path / "keys.db"
     old_umask = os.umask(0o022)  # the usual umask, which would give 0644
@@ -367,11 +386,13 @@ def test_sqlite_store_and_its_wal_files_are_private(tmp_path: Path) -> None:
 
 
 def test_sqlite_store_warns_about_an_existing_readable_file(
-        tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, logs: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "keys.db"
     SQLiteKeyStore(str(path)).close_connection()
     path.chmod(0o644)
     SQLiteKeyStore(str(path)).close_connection()
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # an operator's choice is kept
-    assert [r.levelno for r in logs.records if "open to other users" in r.getMessage()] \
-        == [logging.WARNING]
+    assert [r.levelno for r in logs.records if "open to other users" in r.getMessage()] == [
+        logging.WARNING
+    ]

@@ -15,11 +15,25 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wsauth_sync"
-SANS_IO = sorted({f"core.{p.stem}" for p in (PACKAGE / "core").glob("*.py")
-                  if p.stem != "__init__"} | {"messages", "keepalive", "limits"})
+SANS_IO = sorted(
+    {f"core.{p.stem}" for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__"}
+    | {"messages", "keepalive", "limits"}
+)
 #: Standard modules that do I/O, wait, or read a clock: never in the core's closure.
-IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "asyncio", "socketserver",
-              "time", "urllib.request", "http.client", "subprocess", "multiprocessing"}
+IO_MODULES = {
+    "socket",
+    "ssl",
+    "select",
+    "selectors",
+    "threading",
+    "asyncio",
+    "socketserver",
+    "time",
+    "urllib.request",
+    "http.client",
+    "subprocess",
+    "multiprocessing",
+}
 
 
 def module_path(name: str) -> Path:
@@ -46,14 +60,15 @@ def imports_of(name: str) -> tuple[set[str], set[str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".") if package else []
-                base = parts[:len(parts) - (node.level - 1)]
+                base = parts[: len(parts) - (node.level - 1)]
                 target = ".".join([*base, *(node.module.split(".") if node.module else [])])
                 candidates = [f"{target}.{a.name}" if target else a.name for a in node.names]
                 found = [c for c in candidates if module_path(c).exists()]
                 inside.update(found or [target or "__init__"])
             elif (node.module or "").startswith("wsauth_sync"):
-                inside.add((node.module or "").removeprefix("wsauth_sync").lstrip(".")
-                           or "__init__")
+                inside.add(
+                    (node.module or "").removeprefix("wsauth_sync").lstrip(".") or "__init__"
+                )
             else:
                 outside.add(node.module or "")
     return inside, outside
@@ -92,10 +107,33 @@ def test_the_closure_sees_an_indirect_import() -> None:
 
 
 def test_every_module_is_classified() -> None:
-    shells = {"connection", "server", "config", "cli", "echo", "wsgi", "cheroot_gateway",
-              "guards", "timers", "transport", "socket_shell", "keystore", "pgstore",
-              "dbwatch", "workers", "pending", "caps", "gevent_gateway", "eventlet_gateway",
-              "uwsgi_takeover", "cli_echo", "cli_keys", "jwt_verifier", "pages", "__init__",
-              "__main__"}
+    shells = {
+        "connection",
+        "server",
+        "config",
+        "cli",
+        "echo",
+        "wsgi",
+        "cheroot_gateway",
+        "guards",
+        "timers",
+        "transport",
+        "socket_shell",
+        "keystore",
+        "pgstore",
+        "dbwatch",
+        "workers",
+        "pending",
+        "caps",
+        "gevent_gateway",
+        "eventlet_gateway",
+        "uwsgi_takeover",
+        "cli_echo",
+        "cli_keys",
+        "jwt_verifier",
+        "pages",
+        "__init__",
+        "__main__",
+    }
     modules = {p.stem for p in PACKAGE.glob("*.py")}
     assert modules <= set(SANS_IO) | shells, modules - set(SANS_IO) - shells

@@ -40,7 +40,6 @@ pytestmark = main_python_only("nginx")
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "nginx.conf"
 
 
-
 @dataclass
 class Proxy:
     http_port: int
@@ -50,8 +49,11 @@ class Proxy:
     app_server: WebSocketServer
 
     def url(self, tls: bool = False) -> str:
-        return (f"wss://127.0.0.1:{self.https_port}/ws" if tls
-                else f"ws://127.0.0.1:{self.http_port}/ws")
+        return (
+            f"wss://127.0.0.1:{self.https_port}/ws"
+            if tls
+            else f"ws://127.0.0.1:{self.http_port}/ws"
+        )
 
     def client_tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -68,23 +70,30 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
     cert.private_key_pem.write_to_path(folder / "key.pem")
-    app = make_app(sources=[QueryToken(), BearerToken()], trusted_proxies=["127.0.0.1"],
-                   limiter=FailedAuthLimiter(rate=0.01, burst=1))
+    app = make_app(
+        sources=[QueryToken(), BearerToken()],
+        trusted_proxies=["127.0.0.1"],
+        limiter=FailedAuthLimiter(rate=0.01, burst=1),
+    )
     with running(app) as app_server:
         http_port, https_port = free_port(), free_port()
         text = CONFIG.read_text()
-        for old, new in (("127.0.0.1:8765", f"127.0.0.1:{app_server.address[1]}"),
-                         ("127.0.0.1:8080", f"127.0.0.1:{http_port}"),
-                         ("127.0.0.1:8443", f"127.0.0.1:{https_port}"),
-                         ("/etc/ssl/wsauth", str(folder)),
-                         ("/var/log/nginx", str(folder)),
-                         ("/run/wsauth-nginx.pid", str(folder / "nginx.pid"))):
+        for old, new in (
+            ("127.0.0.1:8765", f"127.0.0.1:{app_server.address[1]}"),
+            ("127.0.0.1:8080", f"127.0.0.1:{http_port}"),
+            ("127.0.0.1:8443", f"127.0.0.1:{https_port}"),
+            ("/etc/ssl/wsauth", str(folder)),
+            ("/var/log/nginx", str(folder)),
+            ("/run/wsauth-nginx.pid", str(folder / "nginx.pid")),
+        ):
             assert old in text, f"{old} is no longer in the shipped config"
             text = text.replace(old, new)
         (folder / "nginx.conf").write_text(text)
-        process = subprocess.Popen([nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"),
-                                    "-g", "daemon off;"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -109,8 +118,12 @@ def test_upgrade_is_proxied(proxy: Proxy) -> None:
 
 
 def test_tls_terminates_at_nginx(proxy: Proxy) -> None:
-    with connect(proxy.url(tls=True), ssl=proxy.client_tls(), open_timeout=5,
-                 additional_headers={"Authorization": f"Bearer {SECRET}"}) as ws:
+    with connect(
+        proxy.url(tls=True),
+        ssl=proxy.client_tls(),
+        open_timeout=5,
+        additional_headers={"Authorization": f"Bearer {SECRET}"},
+    ) as ws:
         assert ws.recv(timeout=5) == WELCOME
         ws.send(b"\x00" * 100_000)
         assert ws.recv(timeout=5) == b"\x00" * 100_000
@@ -118,8 +131,7 @@ def test_tls_terminates_at_nginx(proxy: Proxy) -> None:
 
 def from_address(source_ip: str, port: int) -> socket.socket:
     """A connection from a loopback address of its own (each client has its own budget)."""
-    return socket.create_connection(("127.0.0.1", port), timeout=5,
-                                    source_address=(source_ip, 0))
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source_ip, 0))
 
 
 def test_401_passes_through_unchanged(proxy: Proxy) -> None:
@@ -127,8 +139,7 @@ def test_401_passes_through_unchanged(proxy: Proxy) -> None:
         connect(proxy.url(), sock=from_address("127.0.0.4", proxy.http_port), open_timeout=5)
     with pytest.raises(InvalidStatus) as direct:
         host, port = proxy.app_server.address
-        connect(f"ws://{host}:{port}/ws", sock=from_address("127.0.0.5", port),
-                open_timeout=5)
+        connect(f"ws://{host}:{port}/ws", sock=from_address("127.0.0.5", port), open_timeout=5)
     for info in (via_nginx, direct):
         response = info.value.response
         assert response.status_code == 401
@@ -138,8 +149,9 @@ def test_401_passes_through_unchanged(proxy: Proxy) -> None:
 
 def test_forwarded_for_from_the_trusted_proxy_names_the_client(proxy: Proxy) -> None:
     def attempt(source_ip: str, spoof: str = "") -> int:
-        with socket.create_connection(("127.0.0.1", proxy.http_port), timeout=5,
-                                      source_address=(source_ip, 0)) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", proxy.http_port), timeout=5, source_address=(source_ip, 0)
+        ) as sock:
             extra = f"X-Forwarded-For: {spoof}\r\n" if spoof else ""
             sock.sendall(handshake_bytes("/ws?token=wrong", extra=extra))
             return parse_response(read_response(sock, timeout=5))[0]
@@ -152,8 +164,11 @@ def test_forwarded_for_from_the_trusted_proxy_names_the_client(proxy: Proxy) -> 
 
 
 def test_no_token_in_the_proxy_access_log(proxy: Proxy) -> None:
-    with connect(f"{proxy.url()}?token={SECRET}", open_timeout=5,
-                 sock=from_address("127.0.0.6", proxy.http_port)) as ws:
+    with connect(
+        f"{proxy.url()}?token={SECRET}",
+        open_timeout=5,
+        sock=from_address("127.0.0.6", proxy.http_port),
+    ) as ws:
         ws.recv(timeout=5)
     # nginx writes the line when the proxied connection ends.
     assert wait_for(lambda: '"GET /ws HTTP/1.1" 101' in proxy.access_log.read_text(), 5)

@@ -19,8 +19,9 @@ def setup_cfg() -> configparser.ConfigParser:
 def floors() -> dict[str, str]:
     """``name: version`` for each ``name>=version`` among the runtime requirements."""
     config = setup_cfg()
-    lines = (config["options"]["install_requires"] + "\n"
-             + config["options.extras_require"]["postgres"]).split()
+    lines = (
+        config["options"]["install_requires"] + "\n" + config["options.extras_require"]["postgres"]
+    ).split()
     found = {}
     for line in lines:
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[\w,]+\])?>=([\d.]+)", line)
@@ -30,16 +31,20 @@ def floors() -> dict[str, str]:
 
 
 def test_the_floors_run_pins_every_runtime_floor() -> None:
-    pins = dict(re.findall(r"(?m)^([\w.-]+)==([\d.]+)$",
-                           (ROOT / "tests" / "constraints-floors.txt").read_text()))
+    pins = dict(
+        re.findall(
+            r"(?m)^([\w.-]+)==([\d.]+)$", (ROOT / "tests" / "constraints-floors.txt").read_text()
+        )
+    )
     expected = {**floors(), "psycopg-binary": floors()["psycopg"]}  # psycopg[binary]
     assert pins == expected
 
 
 def test_python_versions_agree_across_setup_cfg_and_ci() -> None:
     config = setup_cfg()
-    classified = re.findall(r"Programming Language :: Python :: (3\.\d+)",
-                            config["metadata"]["classifiers"])
+    classified = re.findall(
+        r"Programming Language :: Python :: (3\.\d+)", config["metadata"]["classifiers"]
+    )
     assert classified == ["3.9", "3.10", "3.11", "3.12", "3.13"]
     assert config["options"]["python_requires"] == f">={classified[0]}"
     ci = (ROOT / ".ci" / "matrix").read_text()

@@ -35,8 +35,7 @@ def defined_names() -> set[str]:
     names = set()
     for path in (ROOT / "wsauth_sync").rglob("*.py"):
         for node in ast.parse(path.read_text()).body:
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and \
-                    not node.name.startswith("_"):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_"):
                 names.add(node.name)
     return names
 
@@ -44,8 +43,11 @@ def defined_names() -> set[str]:
 def readme_names() -> set[str]:
     """Identifiers the README writes in backticks or in its Python examples."""
     fence = re.compile(r"^```(\w*)\n(.*?)^```$", flags=re.M | re.S)
-    spans = [re.sub(r"#.*", "", body)  # code, not its comments
-             for kind, body in fence.findall(README) if kind == "python"]
+    spans = [
+        re.sub(r"#.*", "", body)  # code, not its comments
+        for kind, body in fence.findall(README)
+        if kind == "python"
+    ]
     spans += re.findall(r"`([^`]+)`", fence.sub("", README))
     # Not the field names of log lines and keyword arguments (``peer=``, ``limiter=``).
     spans = [re.sub(r"\b\w+=", " ", span) for span in spans]
@@ -59,14 +61,24 @@ def qualified_names() -> set[str]:
 def test_the_readme_names_our_api() -> None:
     """The extraction itself: names from prose, tables and examples are found."""
     named = readme_names() & defined_names()
-    assert {"WebSocketMiddleware", "open_keystore", "FailedAuthLimiter", "StaticTokens",
-            "install_log_redaction", "redact_message", "handle_request"} <= named
+    assert {
+        "WebSocketMiddleware",
+        "open_keystore",
+        "FailedAuthLimiter",
+        "StaticTokens",
+        "install_log_redaction",
+        "redact_message",
+        "handle_request",
+    } <= named
 
 
 def test_every_name_the_readme_uses_is_importable_from_the_package() -> None:
     # dir(), not hasattr(): naming a lazy gateway here would import gevent and eventlet.
-    missing = sorted(name for name in readme_names() & defined_names() - MODULE_ONLY
-                     if name not in dir(wsauth_sync))
+    missing = sorted(
+        name
+        for name in readme_names() & defined_names() - MODULE_ONLY
+        if name not in dir(wsauth_sync)
+    )
     assert not missing, f"named in the README but not exported by wsauth_sync: {missing}"
 
 
@@ -83,8 +95,11 @@ def test_exports_are_listed_in_all() -> None:
 def test_every_error_with_a_status_is_exported() -> None:
     """The README's table of statuses is answered by these classes: users catch them."""
     errors = importlib.import_module("wsauth_sync.core.errors")
-    statuses = {name for name, value in vars(errors).items()
-                if isinstance(value, type) and issubclass(value, HandshakeError)}
+    statuses = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, HandshakeError)
+    }
     assert {"UnverifiableToken", "RequestTimeout", "URITooLong", "NoSocketTakeover"} <= statuses
     assert statuses <= set(wsauth_sync.__all__), statuses - set(wsauth_sync.__all__)
 
@@ -109,10 +124,13 @@ def test_module_paths_in_the_readme_resolve(dotted: str) -> None:
 
 
 def test_importing_the_package_loads_no_optional_server() -> None:
-    code = ("import sys, wsauth_sync; from wsauth_sync import *; "
-            f"print([m for m in {OPTIONAL_SERVERS!r} if m in sys.modules])")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=True).stdout.strip()
+    code = (
+        "import sys, wsauth_sync; from wsauth_sync import *; "
+        f"print([m for m in {OPTIONAL_SERVERS!r} if m in sys.modules])"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
     assert loaded == "[]"
 
 

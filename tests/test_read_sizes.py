@@ -48,7 +48,9 @@ def test_a_frame_whose_rest_arrives_later_is_one_message() -> None:
                 # The reader answers the Ping at once, maybe before the handler's echo.
                 assert (0xA, b"ping") in frames
                 assert [f for f in frames if f[0] != 0xA] == [
-                    (0x2, payload), (0x1, b"You said: after")]
+                    (0x2, payload),
+                    (0x1, b"You said: after"),
+                ]
 
 
 def test_a_message_too_big_still_closes_1009_when_it_arrives_in_one_burst() -> None:
@@ -57,5 +59,5 @@ def test_a_message_too_big_still_closes_1009_when_it_arrives_in_one_burst() -> N
         with sock:
             _welcomed(sock)
             sock.sendall(frame(0x2, b"x" * 100_001))
-            (opcode, payload), = read_frames(sock, 1, timeout=5)
+            ((opcode, payload),) = read_frames(sock, 1, timeout=5)
     assert opcode == 0x8 and payload[:2] == (1009).to_bytes(2, "big")

@@ -64,8 +64,10 @@ class Recorder:
 
 
 def readable_app(recorder: Recorder, **overrides: object) -> WebSocketApp:
-    options: dict[str, object] = {"routes": {"/ws": recorder, "/plain": recorder},
-                                  "readable_refusals": {"/ws"}}
+    options: dict[str, object] = {
+        "routes": {"/ws": recorder, "/plain": recorder},
+        "readable_refusals": {"/ws"},
+    }
     options.update(overrides)
     return make_app(**options)
 
@@ -91,8 +93,9 @@ def read_head(sock: socket.socket) -> bytes:
     return head
 
 
-def refused(server: WebSocketServer, target: str = "/ws", *, extra: str = BROWSER,
-            after_head: bytes = b"") -> tuple[int, dict[str, str], int, str]:
+def refused(
+    server: WebSocketServer, target: str = "/ws", *, extra: str = BROWSER, after_head: bytes = b""
+) -> tuple[int, dict[str, str], int, str]:
     """Handshake; return the status, headers, and the close code and reason that follow.
 
     ``after_head`` goes out in the same write as the head (an eager frame); the client
@@ -123,14 +126,17 @@ def rejected_lines(logs: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_bad_token_from_a_browser_gets_101_then_close_4401(
-        server: WebSocketServer, recorder: Recorder, logs: pytest.LogCaptureFixture) -> None:
+    server: WebSocketServer, recorder: Recorder, logs: pytest.LogCaptureFixture
+) -> None:
     status, headers, code, reason = refused(
-        server, "/ws?token=wrong-token", after_head=frame(0x1, b"eager"))
+        server, "/ws?token=wrong-token", after_head=frame(0x1, b"eager")
+    )
     assert (status, code, reason) == (101, 4401, "unauthorized: invalid")
     assert headers["sec-websocket-accept"] == expected_accept()
     assert "sec-websocket-protocol" not in headers
-    assert wait_for(lambda: any("delivered=close code=4401" in line
-                                for line in rejected_lines(logs)))
+    assert wait_for(
+        lambda: any("delivered=close code=4401" in line for line in rejected_lines(logs))
+    )
     (line,) = rejected_lines(logs)
     assert "status=401 reason=unknown_token" in line and f"origin={ORIGIN}" in line
     assert "wrong-token" not in line
@@ -142,8 +148,9 @@ def test_missing_token_says_missing(server: WebSocketServer) -> None:
     assert refused(server)[2:] == (4401, "unauthorized: missing")
 
 
-def test_client_without_origin_keeps_the_http_401(server: WebSocketServer,
-                                                  logs: pytest.LogCaptureFixture) -> None:
+def test_client_without_origin_keeps_the_http_401(
+    server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     status, headers, _, _ = refused(server, "/ws?token=wrong", extra="")
     assert status == 401
     assert headers["www-authenticate"] == 'Bearer realm="wsauth", error="invalid_token"'
@@ -155,30 +162,35 @@ def test_paths_not_opted_in_keep_the_http_status(server: WebSocketServer) -> Non
     assert refused(server, "/plain?token=wrong")[0] == 401
 
 
-@pytest.mark.parametrize(("target", "extra", "status"), [
-    ("/nope?token=wrong", BROWSER, 404),
-    ("/ws?token=wrong", BROWSER + "Sec-WebSocket-Version: 8\r\n", 400),
-    ("/ws?token=a&token=b", BROWSER, 400),
-    ("/ws?token=wrong", "Origin: http://a.example\r\nOrigin: http://b.example\r\n", 400),
-])
+@pytest.mark.parametrize(
+    ("target", "extra", "status"),
+    [
+        ("/nope?token=wrong", BROWSER, 404),
+        ("/ws?token=wrong", BROWSER + "Sec-WebSocket-Version: 8\r\n", 400),
+        ("/ws?token=a&token=b", BROWSER, 400),
+        ("/ws?token=wrong", "Origin: http://a.example\r\nOrigin: http://b.example\r\n", 400),
+    ],
+)
 def test_refusals_not_about_the_credential_keep_their_status(
-        server: WebSocketServer, target: str, extra: str, status: int) -> None:
+    server: WebSocketServer, target: str, extra: str, status: int
+) -> None:
     assert refused(server, target, extra=extra)[0] == status
 
 
-def test_the_token_subprotocol_is_never_selected_the_carrier_is(
-        server: WebSocketServer) -> None:
+def test_the_token_subprotocol_is_never_selected_the_carrier_is(server: WebSocketServer) -> None:
     status, headers, code, _ = refused(
-        server, extra=BROWSER + "Sec-WebSocket-Protocol: bearer, not-the-token\r\n")
+        server, extra=BROWSER + "Sec-WebSocket-Protocol: bearer, not-the-token\r\n"
+    )
     assert (status, code) == (101, 4401)
     assert headers["sec-websocket-protocol"] == "bearer"
 
 
-def test_offered_subprotocols_none_selectable_keep_the_http_401(
-        server: WebSocketServer) -> None:
+def test_offered_subprotocols_none_selectable_keep_the_http_401(server: WebSocketServer) -> None:
     # A browser would fail a 101 that selects none of its offers: no point sending one.
-    assert refused(server, "/ws?token=wrong",
-                   extra=BROWSER + "Sec-WebSocket-Protocol: chat\r\n")[0] == 401
+    assert (
+        refused(server, "/ws?token=wrong", extra=BROWSER + "Sec-WebSocket-Protocol: chat\r\n")[0]
+        == 401
+    )
     # A token entry alone with nothing to select is a malformed request (400) anyway.
     encoded = "base64url.bearer." + base64.urlsafe_b64encode(b"nope").decode().rstrip("=")
     assert refused(server, extra=BROWSER + f"Sec-WebSocket-Protocol: {encoded}\r\n")[0] == 400
@@ -189,7 +201,8 @@ def test_the_apps_own_subprotocol_is_selected_first(recorder: Recorder) -> None:
     with running(readable_app(recorder, subprotocols=["chat"])) as srv:
         for offer in ("chat", f"{encoded}, chat", "bearer, not-it, chat"):
             status, headers, code, _ = refused(
-                srv, "/ws", extra=BROWSER + f"Sec-WebSocket-Protocol: {offer}\r\n")
+                srv, "/ws", extra=BROWSER + f"Sec-WebSocket-Protocol: {offer}\r\n"
+            )
             assert (status, code, headers["sec-websocket-protocol"]) == (101, 4401, "chat")
 
 
@@ -213,18 +226,19 @@ def test_a_verifiers_own_reason_never_reaches_the_client(recorder: Recorder) -> 
 
 
 def test_missing_scope_gets_4403_but_a_foreign_origin_keeps_403(recorder: Recorder) -> None:
-    app = readable_app(recorder, required_scopes={"/ws": ["admin"]},
-                       allowed_origins=[ORIGIN])
+    app = readable_app(recorder, required_scopes={"/ws": ["admin"]}, allowed_origins=[ORIGIN])
     with running(app) as srv:
         assert refused(srv, f"/ws?token={SECRET}")[2:] == (4403, "forbidden: insufficient_scope")
-        status, _, _, _ = refused(srv, f"/ws?token={SECRET}",
-                                  extra="Origin: http://evil.example\r\n")
+        status, _, _, _ = refused(
+            srv, f"/ws?token={SECRET}", extra="Origin: http://evil.example\r\n"
+        )
         assert status == 403
     assert recorder.calls == []
 
 
 def test_limiter_counts_readable_refusals_like_http_ones(
-        recorder: Recorder, logs: pytest.LogCaptureFixture) -> None:
+    recorder: Recorder, logs: pytest.LogCaptureFixture
+) -> None:
     app = readable_app(recorder, limiter=FailedAuthLimiter(rate=0.01, burst=20))
     with running(app) as srv:
         # Half the failures as browsers (Close 4401), half as plain clients (HTTP 401).
@@ -236,8 +250,9 @@ def test_limiter_counts_readable_refusals_like_http_ones(
         assert re.fullmatch(r"too many attempts; retry in (9[0-9]|100) s", reason)
         assert refused(srv, "/ws?token=wrong", extra="")[0] == 429
         assert refused(srv, f"/ws?token={SECRET}")[2] == 4429  # even a good token waits
-    assert wait_for(lambda: any("status=429" in line and "code=4429" in line
-                                for line in rejected_lines(logs)))
+    assert wait_for(
+        lambda: any("status=429" in line and "code=4429" in line for line in rejected_lines(logs))
+    )
     assert recorder.calls == []
 
 
@@ -261,10 +276,13 @@ def test_caps_are_not_consumed_by_readable_refusals(recorder: Recorder) -> None:
                 sock.close()
 
 
-def test_a_client_that_never_closes_or_floods_is_cut_off(server: WebSocketServer,
-                                                         recorder: Recorder) -> None:
-    with socket.create_connection(server.address, timeout=5) as quiet, \
-            socket.create_connection(server.address, timeout=5) as flood:
+def test_a_client_that_never_closes_or_floods_is_cut_off(
+    server: WebSocketServer, recorder: Recorder
+) -> None:
+    with (
+        socket.create_connection(server.address, timeout=5) as quiet,
+        socket.create_connection(server.address, timeout=5) as flood,
+    ):
         for sock in (quiet, flood):
             sock.sendall(handshake_bytes("/ws?token=wrong", extra=BROWSER))
             read_head(sock)
@@ -291,8 +309,9 @@ def test_a_client_that_never_closes_or_floods_is_cut_off(server: WebSocketServer
     assert recorder.calls == []
 
 
-def test_no_token_form_reaches_any_log(server: WebSocketServer,
-                                       logs: pytest.LogCaptureFixture) -> None:
+def test_no_token_form_reaches_any_log(
+    server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     refused(server, f"/ws?token={SECRET}x")
     refused(server, extra=BROWSER + f"Sec-WebSocket-Protocol: bearer, {SECRET}y\r\n")
     assert wait_for(lambda: len(rejected_lines(logs)) == 2)
@@ -303,12 +322,14 @@ def test_no_token_form_reaches_any_log(server: WebSocketServer,
 def test_readable_refusals_must_name_routes() -> None:
     for bad in (["/other"], "/ws"):
         with pytest.raises(ConfigurationError):
-            WebSocketApp({"/ws": Recorder()}, verifier=StaticTokens([SECRET]),
-                         readable_refusals=bad)
+            WebSocketApp(
+                {"/ws": Recorder()}, verifier=StaticTokens([SECRET]), readable_refusals=bad
+            )
 
 
-def test_wsgi_middleware_gives_the_same_readable_refusal(recorder: Recorder,
-                                                         logs: pytest.LogCaptureFixture) -> None:
+def test_wsgi_middleware_gives_the_same_readable_refusal(
+    recorder: Recorder, logs: pytest.LogCaptureFixture
+) -> None:
     from werkzeug.serving import make_server
 
     from wsauth_sync.wsgi import WebSocketMiddleware
@@ -321,18 +342,24 @@ def test_wsgi_middleware_gives_the_same_readable_refusal(recorder: Recorder,
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
+
         class Address:
             address = ("127.0.0.1", httpd.server_port)
 
         target = Address()
         status, headers, code, reason = refused(
-            target, "/ws", extra=BROWSER + "Sec-WebSocket-Protocol: bearer, wrong-one\r\n")  # type: ignore[arg-type]
+            target,  # type: ignore[arg-type]
+            "/ws",
+            extra=BROWSER + "Sec-WebSocket-Protocol: bearer, wrong-one\r\n",
+        )
         assert (status, code, reason) == (101, 4401, "unauthorized: invalid")
         assert headers["sec-websocket-protocol"] == "bearer"
         assert refused(target, "/ws?token=wrong", extra="")[0] == 401  # type: ignore[arg-type]
     finally:
         httpd.shutdown()
         thread.join(5)
-    assert any("status=401" in line and "delivered=close code=4401" in line
-               for line in rejected_lines(logs))
+    assert any(
+        "status=401" in line and "delivered=close code=4401" in line
+        for line in rejected_lines(logs)
+    )
     assert recorder.calls == []

@@ -64,9 +64,11 @@ def test_the_readme_samples_are_what_the_echo_command_prints() -> None:
         for sample, line in zip(startup[1:], printed):
             assert re.fullmatch(as_pattern(sample), line), (sample, line)
         port = int(printed[0].rsplit(":", 1)[1].split("/")[0])
-        request = ("GET /ws?token=wrong HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
-                   "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        request = (
+            "GET /ws?token=wrong HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(request.encode())
             assert read_until_closed(sock, timeout=5).decode() == response
@@ -74,6 +76,12 @@ def test_the_readme_samples_are_what_the_echo_command_prints() -> None:
         assert re.fullmatch(as_pattern(log_line), logged), (log_line, logged)
     finally:
         assert server.stop() == 0
-    assert subprocess.run([sys.executable, "-m", "wsauth_sync", "echo", "--port", "70000"],
-                          capture_output=True, text=True, timeout=30).stderr.strip() == \
-        readme_block("and exit status 2:")[1]
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "wsauth_sync", "echo", "--port", "70000"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stderr.strip()
+        == readme_block("and exit status 2:")[1]
+    )

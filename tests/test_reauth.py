@@ -27,10 +27,8 @@ KEY = "a-jwt-secret-that-is-at-least-32-bytes!"
 LIFE = 3.0
 
 
-def token(subject: str = "alice", *, life: float = LIFE, key: str = KEY,
-          **claims: Any) -> str:
-    return jwt.encode({"sub": subject, "exp": time.time() + life, **claims}, key,
-                      algorithm="HS256")
+def token(subject: str = "alice", *, life: float = LIFE, key: str = KEY, **claims: Any) -> str:
+    return jwt.encode({"sub": subject, "exp": time.time() + life, **claims}, key, algorithm="HS256")
 
 
 class Seen:
@@ -52,8 +50,9 @@ def seen() -> Seen:
 @pytest.fixture
 def url(seen: Seen) -> Iterator[str]:
     verifier = JWTVerifier(key=KEY, algorithms=["HS256"], leeway=0)
-    with running(make_app(routes={"/ws": seen}, verifier=verifier,
-                          required_scopes={"/ws": ["chat"]})) as server:
+    with running(
+        make_app(routes={"/ws": seen}, verifier=verifier, required_scopes={"/ws": ["chat"]})
+    ) as server:
         yield ws_url(server)
 
 
@@ -94,7 +93,8 @@ def log_lines(logs: pytest.LogCaptureFixture, event: str) -> list[str]:
 
 
 def test_short_tokens_refreshed_twice_keep_the_connection(
-        url: str, seen: Seen, logs: pytest.LogCaptureFixture) -> None:
+    url: str, seen: Seen, logs: pytest.LogCaptureFixture
+) -> None:
     tokens = [token(n=1, scope="chat")]
     started = time.monotonic()
     with open_client(url, tokens[0]) as client:
@@ -126,16 +126,19 @@ def test_without_a_refresh_the_connection_closes_at_expiry(url: str) -> None:
         assert closed_with(client, timeout=LIFE + 5) == (1008, "credential expired")
 
 
-@pytest.mark.parametrize(("make", "reason", "words"), [
-    (lambda: token("mallory", scope="chat"), "subject_changed", "subject_changed"),
-    (lambda: token(life=-30, scope="chat"), "expired", "expired"),
-    (lambda: token(key="f" * 40, scope="chat"), "bad_signature", "invalid"),
-    (lambda: token(scope="other"), "insufficient_scope", "forbidden"),
-    (lambda: "", "empty_token", "invalid"),
-])
+@pytest.mark.parametrize(
+    ("make", "reason", "words"),
+    [
+        (lambda: token("mallory", scope="chat"), "subject_changed", "subject_changed"),
+        (lambda: token(life=-30, scope="chat"), "expired", "expired"),
+        (lambda: token(key="f" * 40, scope="chat"), "bad_signature", "invalid"),
+        (lambda: token(scope="other"), "insufficient_scope", "forbidden"),
+        (lambda: "", "empty_token", "invalid"),
+    ],
+)
 def test_refused_refresh_closes_with_1008_and_an_audit_line(
-        url: str, seen: Seen, logs: pytest.LogCaptureFixture, make: Any, reason: str,
-        words: str) -> None:
+    url: str, seen: Seen, logs: pytest.LogCaptureFixture, make: Any, reason: str, words: str
+) -> None:
     bad = make()
     with open_client(url, token(life=60, scope="chat")) as client:
         client.send(json.dumps({"type": "reauth", "token": bad}))
@@ -171,8 +174,7 @@ def test_verifier_failure_or_hang_closes_with_1008(logs: pytest.LogCaptureFixtur
                 with open_client(ws_url(server), "first") as client:
                     client.send(json.dumps({"type": "reauth", "token": bad}))
                     started = time.monotonic()
-                    assert closed_with(client) == (1008,
-                                                   "reauthentication failed: unavailable")
+                    assert closed_with(client) == (1008, "reauthentication failed: unavailable")
                     assert time.monotonic() - started < 4  # the 0.5 s limit, with margin
     finally:
         release.set()
@@ -181,8 +183,7 @@ def test_verifier_failure_or_hang_closes_with_1008(logs: pytest.LogCaptureFixtur
     assert any("status=503 reason=verifier_timeout" in line for line in lines)
 
 
-def test_tokens_without_expiry_refresh_and_are_never_asked(
-        logs: pytest.LogCaptureFixture) -> None:
+def test_tokens_without_expiry_refresh_and_are_never_asked(logs: pytest.LogCaptureFixture) -> None:
     from helpers import SECRET
 
     with running(make_app()) as server, open_client(ws_url(server), SECRET) as client:
@@ -198,6 +199,11 @@ def test_tokens_without_expiry_refresh_and_are_never_asked(
 
 def test_reauth_messages_are_recognized_exactly() -> None:
     assert reauth_token('{"type": "reauth", "token": "t"}') == "t"
-    for other in ('{"type": "reauth", "token": 5}', '["reauth"]', "reauth", b"{}",
-                  '{"type": "Reauth", "token": "t"}'):
+    for other in (
+        '{"type": "reauth", "token": 5}',
+        '["reauth"]',
+        "reauth",
+        b"{}",
+        '{"type": "Reauth", "token": "t"}',
+    ):
         assert reauth_token(other) is None

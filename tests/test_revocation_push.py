@@ -52,8 +52,12 @@ def sql(pg: Cluster, statement: str, *params: object) -> list[tuple[Any, ...]]:
 
 def listeners(pg: Cluster) -> set[int]:
     """Backends LISTENing for revocations (one per watching server process)."""
-    return {row[0] for row in sql(pg, "SELECT pid FROM pg_stat_activity WHERE query = %s",
-                                  f"LISTEN {REVOCATION_CHANNEL}")}
+    return {
+        row[0]
+        for row in sql(
+            pg, "SELECT pid FROM pg_stat_activity WHERE query = %s", f"LISTEN {REVOCATION_CHANNEL}"
+        )
+    }
 
 
 def terminate(pids: set[int], pg: Cluster) -> None:
@@ -66,13 +70,19 @@ def revoke_from_another_host(db: str, key_id: str, *, skew: float = 0.0) -> floa
 
     Returns the monotonic time at which the command returned.
     """
-    script = ("import sys, time\n"
-              "real = time.time\n"
-              f"time.time = lambda: real() + {skew!r}\n"
-              "from wsauth_sync.cli import main\n"
-              "sys.exit(main(sys.argv[1:]))\n")
-    done = subprocess.run([sys.executable, "-c", script, "keys", "revoke", key_id, "--db", db],
-                          capture_output=True, text=True, timeout=60)
+    script = (
+        "import sys, time\n"
+        "real = time.time\n"
+        f"time.time = lambda: real() + {skew!r}\n"
+        "from wsauth_sync.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "keys", "revoke", key_id, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     returned = time.monotonic()
     assert done.returncode == 0, done.stderr
     return returned
@@ -106,26 +116,32 @@ def opened(url: str, key: str) -> Iterator[ClientConnection]:
 
 def wait_for_new_listeners(pg: Cluster, old: set[int], count: int, timeout: float) -> set[int]:
     """Wait until ``count`` listening backends not in ``old`` exist; those are returned."""
-    assert wait_for(lambda: len(listeners(pg) - old) == count, timeout=timeout), \
+    assert wait_for(lambda: len(listeners(pg) - old) == count, timeout=timeout), (
         f"the listeners did not come back: {listeners(pg)} (before: {old})"
+    )
     return listeners(pg) - old
 
 
 # -- two server processes on one PostgreSQL ----------------------------------------------
 
-def test_a_revocation_on_any_host_closes_its_connections_on_every_instance(
-        pg: Cluster) -> None:
+
+def test_a_revocation_on_any_host_closes_its_connections_on_every_instance(pg: Cluster) -> None:
     admin = PostgresKeyStore(pg.dsn)
-    keys = {name: admin.create(name) for name in ("first", "second", "third", "fourth",
-                                                  "spared")}
+    keys = {name: admin.create(name) for name in ("first", "second", "third", "fourth", "spared")}
     admin.close_connection()
-    servers = [ServerProcess([sys.executable, "-m", "wsauth_sync", "echo", "--port", "0",
-                              "--keys-db", pg.dsn]) for _ in range(2)]
+    servers = [
+        ServerProcess(
+            [sys.executable, "-m", "wsauth_sync", "echo", "--port", "0", "--keys-db", pg.dsn]
+        )
+        for _ in range(2)
+    ]
     try:
         urls = [server.expect(r"Listening on (ws://\S+)").group(1) for server in servers]
         clients, before = contextlib.ExitStack(), listeners(pg)
-        conns = {name: [clients.enter_context(opened(url, key)) for url in urls]
-                 for name, (key, _) in keys.items()}
+        conns = {
+            name: [clients.enter_context(opened(url, key)) for url in urls]
+            for name, (key, _) in keys.items()
+        }
         # Each instance listens once it has a connection to watch.
         listening = wait_for_new_listeners(pg, before, 2, timeout=15)
 
@@ -161,14 +177,18 @@ def test_a_revocation_on_any_host_closes_its_connections_on_every_instance(
 
 
 def test_concurrent_revocations_all_close_at_once_and_a_forged_announcement_closes_nothing(
-        pg: Cluster) -> None:
+    pg: Cluster,
+) -> None:
     admin = PostgresKeyStore(pg.dsn)
     doomed = [admin.create(f"burst-{n}") for n in range(20)]
     spared, spared_record = admin.create("spared")
     store = PostgresKeyStore(pg.dsn)
     app = make_app(verifier=store)  # the default 5 s interval: a close within 1 s was pushed
-    with running(app) as server, contextlib.ExitStack() as stack, \
-            concurrent.futures.ThreadPoolExecutor(8) as pool:
+    with (
+        running(app) as server,
+        contextlib.ExitStack() as stack,
+        concurrent.futures.ThreadPoolExecutor(8) as pool,
+    ):
         url, before = ws_url(server), listeners(pg)
         conns = [stack.enter_context(opened(url, key)) for key, _ in doomed]
         ws_spared = stack.enter_context(opened(url, spared))
@@ -191,6 +211,7 @@ def test_concurrent_revocations_all_close_at_once_and_a_forged_announcement_clos
 
 
 # -- the fallback: periodic checks while the feed is down ----------------------------------
+
 
 class HeldFeed:
     """The store, whose feed cannot be reopened while ``held`` is set."""
@@ -216,17 +237,22 @@ class HeldFeed:
 
 
 def test_while_the_feed_is_down_checks_still_close_within_the_interval_and_it_recovers(
-        pg: Cluster, logs: pytest.LogCaptureFixture) -> None:
+    pg: Cluster, logs: pytest.LogCaptureFixture
+) -> None:
     interval = 3.0
     admin = PostgresKeyStore(pg.dsn)
     (doomed, doomed_record), (later, later_record), (spared, _) = (
-        admin.create(name) for name in ("doomed", "later", "spared"))
+        admin.create(name) for name in ("doomed", "later", "spared")
+    )
     source = HeldFeed(PostgresKeyStore(pg.dsn))
     app = make_app(verifier=source, revocation_interval=interval)
     with running(app) as server:
         url, before = ws_url(server), listeners(pg)
-        with opened(url, doomed) as ws, opened(url, later) as ws_later, \
-                opened(url, spared) as ws_spared:
+        with (
+            opened(url, doomed) as ws,
+            opened(url, later) as ws_later,
+            opened(url, spared) as ws_spared,
+        ):
             listening = wait_for_new_listeners(pg, before, 1, timeout=10)
             source.held.set()
             terminate(listening, pg)
@@ -237,11 +263,12 @@ def test_while_the_feed_is_down_checks_still_close_within_the_interval_and_it_re
             still_open(ws_spared)
             source.held.clear()
             wait_for_new_listeners(pg, listening, 1, timeout=20)
-            assert wait_for(lambda: any("notifications resumed" in r.getMessage()
-                                        for r in logs.records), timeout=5)
+            assert wait_for(
+                lambda: any("notifications resumed" in r.getMessage() for r in logs.records),
+                timeout=5,
+            )
             assert admin.revoke(later_record.key_id)
-            assert closes_revoked(ws_later, time.monotonic(), timeout=interval + 5) \
-                <= PUSH_BOUND
+            assert closes_revoked(ws_later, time.monotonic(), timeout=interval + 5) <= PUSH_BOUND
             still_open(ws_spared)
     admin.close_connection()
     down = [r for r in logs.records if "notifications unavailable" in r.getMessage()]
@@ -249,6 +276,7 @@ def test_while_the_feed_is_down_checks_still_close_within_the_interval_and_it_re
 
 
 # -- hosts whose clocks disagree -----------------------------------------------------------
+
 
 class PollOnly:
     """The store without its feed: only the periodic checks report revocations."""
@@ -271,18 +299,25 @@ def location(request: pytest.FixtureRequest, tmp_path: Path, pg: Cluster) -> str
 
 
 def open_store(location: str) -> KeyStore:
-    return SQLiteKeyStore(location) if not location.startswith("postgresql") \
+    return (
+        SQLiteKeyStore(location)
+        if not location.startswith("postgresql")
         else PostgresKeyStore(location)
+    )
 
 
 @pytest.mark.parametrize("skew", [-3600.0, 3600.0], ids=["behind", "ahead"])
 def test_a_revocation_from_a_host_whose_clock_is_off_still_closes_connections(
-        location: str, skew: float) -> None:
+    location: str, skew: float
+) -> None:
     store = open_store(location)
     (doomed, record), (spared, _) = store.create("doomed"), store.create("spared")
     app = make_app(verifier=PollOnly(store), revocation_interval=0.2)
-    with running(app) as server, opened(ws_url(server), doomed) as ws, \
-            opened(ws_url(server), spared) as ws_spared:
+    with (
+        running(app) as server,
+        opened(ws_url(server), doomed) as ws,
+        opened(ws_url(server), spared) as ws_spared,
+    ):
         returned = revoke_from_another_host(location, record.key_id, skew=skew)
         closes_revoked(ws, returned, timeout=10)
         still_open(ws_spared)
@@ -291,6 +326,7 @@ def test_a_revocation_from_a_host_whose_clock_is_off_still_closes_connections(
 
 
 # -- a handshake in flight while its key is revoked ---------------------------------------
+
 
 class Gate(PollOnly):
     """Verifies ``doomed`` then holds the handshake until ``release`` is set."""
@@ -317,24 +353,30 @@ class Gate(PollOnly):
         def counted(*args: Any) -> Any:
             self.checks += 1
             return found(*args)
+
         return counted
 
 
 def test_a_connection_verified_just_before_its_key_is_revoked_closes_once_open(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = SQLiteKeyStore(str(tmp_path / "keys.db"))
     (doomed, record), (spared, _) = store.create("doomed"), store.create("spared")
     gate = Gate(store, doomed)
     app = make_app(verifier=gate, revocation_interval=0.2)
-    with running(app) as server, opened(ws_url(server), spared) as ws_spared, \
-            concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with (
+        running(app) as server,
+        opened(ws_url(server), spared) as ws_spared,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
         handshake = pool.submit(connecting, ws_url(server), doomed)
         assert gate.verified.wait(10)
         assert store.revoke(record.key_id)
         # Checks run, and see the revocation, before the connection is registered.
         revoked_at, before = time.monotonic(), gate.checks
-        assert wait_for(lambda: gate.checks >= before + 3
-                        and time.monotonic() - revoked_at > 1.5, timeout=10)
+        assert wait_for(
+            lambda: gate.checks >= before + 3 and time.monotonic() - revoked_at > 1.5, timeout=10
+        )
         gate.release.set()
         with handshake.result(timeout=10) as ws:
             closes_revoked(ws, time.monotonic(), timeout=3)
@@ -342,6 +384,7 @@ def test_a_connection_verified_just_before_its_key_is_revoked_closes_once_open(
 
 
 # -- the log and the announcement -----------------------------------------------------------
+
 
 def test_revoking_announces_the_key_id_only_and_only_when_committed(pg: Cluster) -> None:
     store = PostgresKeyStore(pg.dsn)
@@ -369,8 +412,7 @@ def test_log_entries_commit_in_number_order(pg: Cluster) -> None:
     other = threading.Thread(target=lambda: results.append(store.revoke(second.key_id)))
     reader = PostgresKeyStore(pg.dsn)
     with store._cursor() as cursor:  # the first revocation, held open before its commit
-        cursor.execute("UPDATE wsauth_keys SET revoked_at = 0 WHERE key_id = %s",
-                       (first.key_id,))
+        cursor.execute("UPDATE wsauth_keys SET revoked_at = 0 WHERE key_id = %s", (first.key_id,))
         store._log_revocation(cursor, first.key_id, 0.0)
         other.start()
         other.join(1.0)

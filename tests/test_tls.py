@@ -51,8 +51,9 @@ def wss_url(server: WebSocketServer) -> str:
 
 
 def test_wss_echo_with_a_verifying_client(tls_server: WebSocketServer, ca: trustme.CA) -> None:
-    with connect(f"{wss_url(tls_server)}?token={SECRET}", ssl=client_context(ca),
-                 open_timeout=3) as ws:
+    with connect(
+        f"{wss_url(tls_server)}?token={SECRET}", ssl=client_context(ca), open_timeout=3
+    ) as ws:
         assert ws.recv(timeout=3) == WELCOME
         ws.send("over TLS")
         assert ws.recv(timeout=3) == "You said: over TLS"
@@ -69,28 +70,37 @@ def test_wss_refusal_is_a_401(tls_server: WebSocketServer, ca: trustme.CA) -> No
 
 def test_client_that_does_not_trust_the_certificate_fails(tls_server: WebSocketServer) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        connect(f"{wss_url(tls_server)}?token={SECRET}",
-                ssl=ssl.create_default_context(), open_timeout=3)
+        connect(
+            f"{wss_url(tls_server)}?token={SECRET}",
+            ssl=ssl.create_default_context(),
+            open_timeout=3,
+        )
 
 
 def test_plaintext_client_on_the_tls_port_is_dropped(
-        tls_server: WebSocketServer, ca: trustme.CA, logs: pytest.LogCaptureFixture) -> None:
+    tls_server: WebSocketServer, ca: trustme.CA, logs: pytest.LogCaptureFixture
+) -> None:
     with socket.create_connection(tls_server.address, timeout=3) as sock:
         sock.sendall(handshake_bytes(f"/ws?token={SECRET}"))
         started = time.monotonic()
         assert b"HTTP/1.1 101" not in read_until_closed(sock, timeout=3)
         assert time.monotonic() - started < 1.5
     # The ssl module closes the socket before the server logs: wait for the line.
-    assert wait_for(lambda: any("dropped" in r.getMessage() and
-                                "reason=tls_handshake_failed" in r.getMessage()
-                                for r in logs.records))
-    with connect(f"{wss_url(tls_server)}?token={SECRET}", ssl=client_context(ca),
-                 open_timeout=3) as ws:
+    assert wait_for(
+        lambda: any(
+            "dropped" in r.getMessage() and "reason=tls_handshake_failed" in r.getMessage()
+            for r in logs.records
+        )
+    )
+    with connect(
+        f"{wss_url(tls_server)}?token={SECRET}", ssl=client_context(ca), open_timeout=3
+    ) as ws:
         assert ws.recv(timeout=3) == WELCOME
 
 
 def test_silent_client_is_cut_off_during_the_tls_handshake(
-        tls_server: WebSocketServer, logs: pytest.LogCaptureFixture) -> None:
+    tls_server: WebSocketServer, logs: pytest.LogCaptureFixture
+) -> None:
     with socket.create_connection(tls_server.address, timeout=3) as sock:
         started = time.monotonic()
         assert read_until_closed(sock, timeout=3) == b""
@@ -105,9 +115,22 @@ def test_cli_serves_wss(ca: trustme.CA, tmp_path: object) -> None:
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_pem.write_to_path(folder / "key.pem")
     cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
-    server = ServerProcess([sys.executable, "-m", "wsauth_sync", "echo", "--port", "0",
-                            "--token", SECRET, "--certfile", str(folder / "cert.pem"),
-                            "--keyfile", str(folder / "key.pem")])
+    server = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "wsauth_sync",
+            "echo",
+            "--port",
+            "0",
+            "--token",
+            SECRET,
+            "--certfile",
+            str(folder / "cert.pem"),
+            "--keyfile",
+            str(folder / "key.pem"),
+        ]
+    )
     try:
         url = server.expect(r"Listening on (wss://\S+)").group(1)
         with connect(f"{url}?token={SECRET}", ssl=client_context(ca), open_timeout=5) as ws:
@@ -117,7 +140,8 @@ def test_cli_serves_wss(ca: trustme.CA, tmp_path: object) -> None:
 
 
 def test_clear_text_url_tokens_off_loopback_are_warned_about(
-        logs: pytest.LogCaptureFixture) -> None:
+    logs: pytest.LogCaptureFixture,
+) -> None:
     from wsauth_sync.server import exposure_warning
 
     app = make_app()

@@ -47,7 +47,8 @@ def payload(sender: str, n: int) -> str:
 
 
 def test_sends_from_another_thread_while_the_handler_reads_and_the_timer_pings(
-        ca: trustme.CA, logs: pytest.LogCaptureFixture) -> None:
+    ca: trustme.CA, logs: pytest.LogCaptureFixture
+) -> None:
     results: queue.Queue[list[str]] = queue.Queue()
 
     def handler(ws: WebSocket) -> None:
@@ -66,9 +67,16 @@ def test_sends_from_another_thread_while_the_handler_reads_and_the_timer_pings(
 
     logging.getLogger("websockets.client").setLevel(logging.DEBUG)
     app = make_app(routes={"/ws": handler}, ping_interval=0.005, ping_timeout=5)
-    with tls_running(ca, app) as server, connect(
+    with (
+        tls_running(ca, app) as server,
+        connect(
             f"wss://127.0.0.1:{server.address[1]}/ws?token={SECRET}",
-            ssl=client_context(ca), open_timeout=5, max_size=None) as client:
+            ssl=client_context(ca),
+            open_timeout=5,
+            max_size=None,
+        ) as client,
+    ):
+
         def upload() -> None:
             for n in range(COUNT):
                 client.send(payload("c", n))
@@ -80,27 +88,37 @@ def test_sends_from_another_thread_while_the_handler_reads_and_the_timer_pings(
         assert got == [payload("s", n) for n in range(COUNT)]
         assert results.get(timeout=20) == [payload("c", n) for n in range(COUNT)]
         assert client.recv(timeout=20) == "done"
-    pings = [r for r in logs.records if r.name == "websockets.client"
-             and r.getMessage().startswith("< PING")]
+    pings = [
+        r
+        for r in logs.records
+        if r.name == "websockets.client" and r.getMessage().startswith("< PING")
+    ]
     assert len(pings) >= 3  # the timer thread wrote Pings in the middle of all that
     assert any("code=1000" in line for line in closed_codes(logs))
 
 
 def test_tls_peer_that_never_reads_fails_after_send_timeout(
-        ca: trustme.CA, logs: pytest.LogCaptureFixture) -> None:
+    ca: trustme.CA, logs: pytest.LogCaptureFixture
+) -> None:
     firehose = Firehose()
     context = client_context(ca)
     app = make_app(routes={"/ws": firehose}, send_timeout=0.5, ping_interval=None)
     with tls_running(ca, app) as srv, closing_all([]) as socks:
-        socks.append(open_wedged(srv, f"/ws?token={SECRET}", wrap=lambda sock: (
-            context.wrap_socket(sock, server_hostname="127.0.0.1"))))
+        socks.append(
+            open_wedged(
+                srv,
+                f"/ws?token={SECRET}",
+                wrap=lambda sock: context.wrap_socket(sock, server_hostname="127.0.0.1"),
+            )
+        )
         code, _ = firehose.ended.get(timeout=10)
         assert code == 1006
         assert wait_for(lambda: any("code=1006" in line for line in closed_codes(logs)))
 
 
 def test_tls_peer_that_never_answers_pings_is_closed_with_1011(
-        ca: trustme.CA, logs: pytest.LogCaptureFixture) -> None:
+    ca: trustme.CA, logs: pytest.LogCaptureFixture
+) -> None:
     """The timer thread writes the Ping and the Close while the handler sits in recv()."""
     context = client_context(ca)
 
@@ -110,8 +128,12 @@ def test_tls_peer_that_never_answers_pings_is_closed_with_1011(
 
     app = make_app(routes={"/ws": listener}, ping_interval=0.2, ping_timeout=0.3)
     with tls_running(ca, app) as srv, closing_all([]) as socks:
-        sock = open_wedged(srv, f"/ws?token={SECRET}", rcvbuf=65536, wrap=lambda raw: (
-            context.wrap_socket(raw, server_hostname="127.0.0.1")))
+        sock = open_wedged(
+            srv,
+            f"/ws?token={SECRET}",
+            rcvbuf=65536,
+            wrap=lambda raw: context.wrap_socket(raw, server_hostname="127.0.0.1"),
+        )
         socks.append(sock)
         sock.sendall(frame(0x1, b"one message, then silence"))
         assert wait_for(lambda: any("code=1011" in line for line in closed_codes(logs)), 5)

@@ -38,32 +38,50 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def uwsgi_command(*mode: str) -> list[str]:
     # The test extra installs uwsgi next to this interpreter, which may not be on PATH.
-    binary = require_tool("uwsgi", TEST_EXTRA,
-                          candidates=(str(Path(sys.executable).parent / "uwsgi"),))
+    binary = require_tool(
+        "uwsgi", TEST_EXTRA, candidates=(str(Path(sys.executable).parent / "uwsgi"),)
+    )
     # --need-app: exit rather than serve 500s when the app fails to import;
     # --die-on-term: SIGTERM stops uWSGI (its default is to reload); the request log
     # leaves out %(uri), which would show ?token= values (README).
-    return [binary, "--http-socket", f"127.0.0.1:{free_port()}", *mode, "--master",
-            "--need-app", "--die-on-term", "--logformat", LOG_FORMAT, "--pythonpath",
-            str(TESTS), "--module", "green_app:application"]
+    return [
+        binary,
+        "--http-socket",
+        f"127.0.0.1:{free_port()}",
+        *mode,
+        "--master",
+        "--need-app",
+        "--die-on-term",
+        "--logformat",
+        LOG_FORMAT,
+        "--pythonpath",
+        str(TESTS),
+        "--module",
+        "green_app:application",
+    ]
 
 
 LOG_FORMAT = "uwsgi request %(method) %(status) %(msecs)ms"
 
 
 READY = r"bound to TCP address 127\.0\.0\.1:(\d+)"
-MODES = {"threads": ("--threads", "8"),
-         "gevent": ("--gevent", "300", "--gevent-early-monkey-patch")}
+MODES = {
+    "threads": ("--threads", "8"),
+    "gevent": ("--gevent", "300", "--gevent-early-monkey-patch"),
+}
 
 
 #: Tests that hold for both modes; a test of one mode names only that one.
-EVERY_MODE = pytest.mark.parametrize("uwsgi", list(MODES), indirect=True,
-                                     ids=[f"uwsgi-{m}" for m in MODES])
+EVERY_MODE = pytest.mark.parametrize(
+    "uwsgi", list(MODES), indirect=True, ids=[f"uwsgi-{m}" for m in MODES]
+)
 
 
 @pytest.fixture(scope="module")
-def uwsgi(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-          ) -> Iterator[Served]:
+def uwsgi(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
     if request.param == "gevent":
         require_installed("gevent")
     keys_db = str(tmp_path_factory.mktemp("keys") / "keys.db")

@@ -30,6 +30,7 @@ HS_KEY = "k" * 32
 
 # -- static tokens ------------------------------------------------------------------------
 
+
 def test_static_tokens_map_to_subjects() -> None:
     verifier = StaticTokens({"alpha-token": "alice", "beta-token": "bob"})
     assert verifier("beta-token") == Identity(subject="bob")
@@ -43,7 +44,8 @@ def test_static_tokens_from_a_list_get_numbered_subjects() -> None:
 
 
 def test_static_tokens_compare_every_candidate_in_constant_time(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -77,6 +79,7 @@ def test_repr_hides_tokens() -> None:
 
 # -- callables ----------------------------------------------------------------------------
 
+
 def test_callable_verifier_accepts_subject_identity_or_none() -> None:
     table = {"a": "alice", "b": Identity(subject="bob", claims={"role": "admin"})}
     verifier = CallableVerifier(table.get)  # type: ignore[arg-type]
@@ -90,8 +93,9 @@ def test_callable_raising_becomes_503_in_the_core() -> None:
     def lookup(token: str) -> str:
         raise ConnectionError("db unreachable")
 
-    handshake = ServerHandshake(HandshakePolicy(verifier=CallableVerifier(lookup),
-                                                sources=(QueryToken(),)))
+    handshake = ServerHandshake(
+        HandshakePolicy(verifier=CallableVerifier(lookup), sources=(QueryToken(),))
+    )
     result = handshake.receive_data(handshake_bytes("/ws?token=abc"))
     assert isinstance(result, Rejected)
     assert parse_response(result.response)[0] == 503
@@ -99,6 +103,7 @@ def test_callable_raising_becomes_503_in_the_core() -> None:
 
 
 # -- JWT ----------------------------------------------------------------------------------
+
 
 def hs_token(**claims: Any) -> str:
     payload = {"sub": "alice", "exp": int(time.time()) + 60, **claims}
@@ -113,11 +118,14 @@ def test_jwt_hs256_gives_subject_claims_and_expiry() -> None:
     assert identity.expires_at == exp + 10  # accepted until exp + the default leeway
 
 
-@pytest.mark.parametrize(("token_args", "reason"), [
-    ({"exp": 1}, "expired"),
-    ({"nbf": int(time.time()) + 3600}, "not_yet_valid"),
-    ({"aud": "other"}, "bad_audience"),
-])
+@pytest.mark.parametrize(
+    ("token_args", "reason"),
+    [
+        ({"exp": 1}, "expired"),
+        ({"nbf": int(time.time()) + 3600}, "not_yet_valid"),
+        ({"aud": "other"}, "bad_audience"),
+    ],
+)
 def test_jwt_time_and_audience_rules(token_args: dict[str, Any], reason: str) -> None:
     with pytest.raises(InvalidToken) as info:
         JWTVerifier(key=HS_KEY, algorithms=["HS256"])(hs_token(**token_args))
@@ -133,12 +141,15 @@ def test_jwt_missing_exp_is_refused_by_default() -> None:
 
 
 def test_jwt_audience_and_issuer_are_exact() -> None:
-    verifier = JWTVerifier(key=HS_KEY, algorithms=["HS256"], audience="chat",
-                           issuer="https://id.example")
+    verifier = JWTVerifier(
+        key=HS_KEY, algorithms=["HS256"], audience="chat", issuer="https://id.example"
+    )
     assert verifier(hs_token(aud="chat", iss="https://id.example")).subject == "alice"
-    for claims, reason in (({"aud": "chat", "iss": "https://id.example.evil"}, "bad_issuer"),
-                           ({"aud": "chatroom", "iss": "https://id.example"}, "bad_audience"),
-                           ({"iss": "https://id.example"}, "missing_claim")):
+    for claims, reason in (
+        ({"aud": "chat", "iss": "https://id.example.evil"}, "bad_issuer"),
+        ({"aud": "chatroom", "iss": "https://id.example"}, "bad_audience"),
+        ({"iss": "https://id.example"}, "missing_claim"),
+    ):
         with pytest.raises(InvalidToken) as info:
             verifier(hs_token(**claims))
         assert info.value.reason == reason
@@ -151,8 +162,7 @@ def test_jwt_leeway_admits_a_just_expired_token() -> None:
 
 def test_jwt_forged_signature_and_garbage() -> None:
     verifier = JWTVerifier(key=HS_KEY, algorithms=["HS256"])
-    forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "x" * 32,
-                        algorithm="HS256")
+    forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "x" * 32, algorithm="HS256")
     with pytest.raises(InvalidToken) as info:
         verifier(forged)
     assert info.value.reason == "bad_signature"
@@ -169,8 +179,12 @@ def test_jwt_alg_none_is_refused() -> None:
 
 def test_jwt_typ_check() -> None:
     verifier = JWTVerifier(key=HS_KEY, algorithms=["HS256"], typ="at+jwt")
-    good = jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, HS_KEY, algorithm="HS256",
-                      headers={"typ": "at+jwt"})
+    good = jwt.encode(
+        {"sub": "a", "exp": int(time.time()) + 60},
+        HS_KEY,
+        algorithm="HS256",
+        headers={"typ": "at+jwt"},
+    )
     assert verifier(good).subject == "a"
     with pytest.raises(InvalidToken) as info:
         verifier(hs_token())
@@ -178,16 +192,20 @@ def test_jwt_typ_check() -> None:
 
 
 def _pem_pair(private: Any) -> tuple[Any, bytes]:
-    public = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private, public
 
 
-@pytest.mark.parametrize(("algorithm", "private"), [
-    ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-    ("ES256", ec.generate_private_key(ec.SECP256R1())),
-    ("EdDSA", ed25519.Ed25519PrivateKey.generate()),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "private"),
+    [
+        ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        ("ES256", ec.generate_private_key(ec.SECP256R1())),
+        ("EdDSA", ed25519.Ed25519PrivateKey.generate()),
+    ],
+)
 def test_jwt_asymmetric_public_keys(algorithm: str, private: Any) -> None:
     private, public = _pem_pair(private)
     verifier = JWTVerifier(key=public, algorithms=[algorithm])
@@ -200,8 +218,7 @@ def test_hs256_token_signed_with_the_public_key_is_refused() -> None:
     _, public = _pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     verifier = JWTVerifier(key=public, algorithms=["RS256"])
     header = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}')
-    body = jwt.utils.base64url_encode(
-        f'{{"sub":"mallory","exp":{int(time.time()) + 60}}}'.encode())
+    body = jwt.utils.base64url_encode(f'{{"sub":"mallory","exp":{int(time.time()) + 60}}}'.encode())
     signing_input = header + b"." + body
     signature = hmac.new(public, signing_input, "sha256").digest()
     token = (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
@@ -210,27 +227,30 @@ def test_hs256_token_signed_with_the_public_key_is_refused() -> None:
     assert info.value.reason == "bad_algorithm"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"key": HS_KEY, "algorithms": []}, "algorithms"),
-    ({"key": HS_KEY, "algorithms": "HS256"}, "algorithms"),
-    ({"key": HS_KEY, "algorithms": ["none"]}, "none"),
-    ({"key": HS_KEY, "algorithms": ["HS256", "RS256"]}, "family"),
-    ({"key": "short", "algorithms": ["HS256"]}, "at least 32 bytes"),
-    ({"key": "k" * 40, "algorithms": ["HS384"]}, "at least 48 bytes"),
-    ({"key": HS_KEY, "algorithms": ["HS256"], "leeway": -1}, "leeway"),
-    ({"key": "not a pem", "algorithms": ["RS256"]}, "key does not suit"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"key": HS_KEY, "algorithms": []}, "algorithms"),
+        ({"key": HS_KEY, "algorithms": "HS256"}, "algorithms"),
+        ({"key": HS_KEY, "algorithms": ["none"]}, "none"),
+        ({"key": HS_KEY, "algorithms": ["HS256", "RS256"]}, "family"),
+        ({"key": "short", "algorithms": ["HS256"]}, "at least 32 bytes"),
+        ({"key": "k" * 40, "algorithms": ["HS384"]}, "at least 48 bytes"),
+        ({"key": HS_KEY, "algorithms": ["HS256"], "leeway": -1}, "leeway"),
+        ({"key": "not a pem", "algorithms": ["RS256"]}, "key does not suit"),
+    ],
+)
 def test_jwt_unsafe_configuration_is_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         JWTVerifier(**kwargs)
 
 
 def test_expired_and_forged_tokens_get_identical_responses() -> None:
-    policy = HandshakePolicy(verifier=JWTVerifier(key=HS_KEY, algorithms=["HS256"]),
-                             sources=(QueryToken(),))
+    policy = HandshakePolicy(
+        verifier=JWTVerifier(key=HS_KEY, algorithms=["HS256"]), sources=(QueryToken(),)
+    )
     expired = hs_token(exp=1)
-    forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "f" * 32,
-                        algorithm="HS256")
+    forged = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "f" * 32, algorithm="HS256")
     results = []
     for token in (expired, forged):
         result = ServerHandshake(policy).receive_data(handshake_bytes(f"/ws?token={token}"))

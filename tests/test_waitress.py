@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_waitress_refuses_the_upgrade_with_501_and_names_the_supported_servers() -> None:
     require_installed("waitress")
     port = free_port()
-    process = ServerProcess([sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}",
-                             "examples.wsgi_echo:app"], cwd=str(ROOT),
-                            env={"WSAUTH_TOKENS": SECRET})
+    process = ServerProcess(
+        [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}", "examples.wsgi_echo:app"],
+        cwd=str(ROOT),
+        env={"WSAUTH_TOKENS": SECRET},
+    )
     try:
         process.expect(rf"Serving on http://127\.0\.0\.1:{port}")
         answers = []
@@ -38,8 +40,7 @@ def test_waitress_refuses_the_upgrade_with_501_and_names_the_supported_servers()
     finally:
         # waitress installs no SIGTERM handler: the default action ends it.
         assert process.stop() in (0, -signal.SIGTERM), process.output
-    assert [(status, body) for status, _, body in answers] == \
-        [(501, b"501 Not Implemented\n")] * 2
+    assert [(status, body) for status, _, body in answers] == [(501, b"501 Not Implemented\n")] * 2
     for server in ("Werkzeug", "gunicorn", "cheroot", "gevent.pywsgi", "eventlet", "uWSGI"):
         assert server in errors
     assert process.output.count("gives no access") == 1  # once per server, not per request

@@ -24,8 +24,13 @@ from wsauth_sync.echo import WELCOME, echo
 CHUNK = b"x" * 65536
 
 
-def open_wedged(server: WebSocketServer, target: str, *, rcvbuf: int = 4096,
-                wrap: Callable[[socket.socket], socket.socket] | None = None) -> socket.socket:
+def open_wedged(
+    server: WebSocketServer,
+    target: str,
+    *,
+    rcvbuf: int = 4096,
+    wrap: Callable[[socket.socket], socket.socket] | None = None,
+) -> socket.socket:
     """A connection past its 101 whose owner will never read again."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window
@@ -80,10 +85,12 @@ def closing_all(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
 
 
 def test_send_to_a_peer_that_never_reads_fails_after_send_timeout(
-        logs: pytest.LogCaptureFixture) -> None:
+    logs: pytest.LogCaptureFixture,
+) -> None:
     firehose = Firehose()
-    app = make_app(routes={"/firehose": firehose, "/ws": echo}, send_timeout=0.5,
-                   ping_interval=None)
+    app = make_app(
+        routes={"/firehose": firehose, "/ws": echo}, send_timeout=0.5, ping_interval=None
+    )
     with running(app) as server, closing_all([]) as socks:
         socks.append(open_wedged(server, f"/firehose?token={SECRET}"))
         started = time.monotonic()
@@ -115,17 +122,26 @@ def test_deadlines_stay_on_time_with_100_wedged_peers() -> None:
 
     # Pings due on every wedged connection all the time: work for the timer thread that
     # must not cost it a wait. send_timeout is long so the sends stay stuck throughout.
-    app = make_app(routes={"/firehose": firehose, "/ws": hold}, verifier=verifier,
-                   sources=[QueryToken()], ping_interval=0.2, ping_timeout=30,
-                   send_timeout=30, limiter=None,
-                   max_connections_per_ip=None)  # 100 peers from one loopback address
+    app = make_app(
+        routes={"/firehose": firehose, "/ws": hold},
+        verifier=verifier,
+        sources=[QueryToken()],
+        ping_interval=0.2,
+        ping_timeout=30,
+        send_timeout=30,
+        limiter=None,
+        max_connections_per_ip=None,
+    )  # 100 peers from one loopback address
     with running(app) as server, closing_all([]) as socks:
         for n in range(100):
             socks.append(open_wedged(server, f"/firehose?token=wedged-{n}"))
         firehose.wait_stalled(100)
-        with connect(f"{ws_url(server)}?token=victim", open_timeout=5) as victim, \
-                connect(f"{ws_url(server)}?token=revoked", open_timeout=5) as revoked:
+        with (
+            connect(f"{ws_url(server)}?token=victim", open_timeout=5) as victim,
+            connect(f"{ws_url(server)}?token=revoked", open_timeout=5) as revoked,
+        ):
             assert wait_for(lambda: "revoked" in held and "victim" in held, 5)
+
             # Revocation of the 100 wedged peers and one healthy one: never waits.
             def revoke() -> None:
                 for ws in [*firehose.open, held["revoked"]]:
@@ -157,7 +173,8 @@ def receive_only(ws: WebSocket) -> None:
 
 @pytest.mark.parametrize("handler_reads", [True, False], ids=["reading", "busy handler"])
 def test_keepalive_closes_a_peer_that_sends_but_never_reads(
-        logs: pytest.LogCaptureFixture, handler_reads: bool) -> None:
+    logs: pytest.LogCaptureFixture, handler_reads: bool
+) -> None:
     """Bytes from the peer are not life: only the Pong to our Ping is (RFC 6455 §5.5.3)."""
     release = threading.Event()
 
@@ -195,8 +212,10 @@ def test_peer_that_reads_and_answers_stays_open_while_the_handler_is_busy() -> N
 
     app = make_app(routes={"/ws": busy_then_echo}, ping_interval=0.1, ping_timeout=0.2)
     try:
-        with running(app) as server, connect(
-                f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws:
+        with (
+            running(app) as server,
+            connect(f"{ws_url(server)}?token={SECRET}", open_timeout=3) as ws,
+        ):
             assert ws.recv(timeout=3) == WELCOME
             ws.send("queued while the handler is busy")
             with pytest.raises(TimeoutError):
@@ -247,7 +266,9 @@ def test_ping_flood_does_not_wedge_a_receive_only_handler() -> None:
             except socket.timeout:
                 pass
         assert heard.get(timeout=max(0.1, deadline - time.monotonic())) in (
-            "hello after the flood", 1006)
+            "hello after the flood",
+            1006,
+        )
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan")])

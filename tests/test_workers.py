@@ -33,5 +33,4 @@ def test_jobs_beyond_max_threads_wait_their_turn_then_all_run() -> None:
     assert wait_for(lambda: 5 in started)
     assert sum(t.name.startswith("test-pool") for t in threading.enumerate()) == 2
     pool.close(time.monotonic() + 5)
-    assert wait_for(lambda: not any(t.name.startswith("test-pool")
-                                    for t in threading.enumerate()))
+    assert wait_for(lambda: not any(t.name.startswith("test-pool") for t in threading.enumerate()))

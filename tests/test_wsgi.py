@@ -52,22 +52,65 @@ class Host:
 
 
 HOSTS = [
-    Host("werkzeug", [sys.executable, "-m", "examples.wsgi_echo"],
-         r"Listening on http://127\.0\.0\.1:(\d+)"),
-    Host("flask", [sys.executable, "-m", "examples.flask_echo"],
-         r"Running on http://127\.0\.0\.1:(\d+)"),
-    Host("gunicorn-gthread", [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "40",
-                              "-b", "127.0.0.1:0", "--access-logfile", "-",
-                              "examples.wsgi_echo:app"],
-         r"Listening at: http://127\.0\.0\.1:(\d+)"),
-    Host("gunicorn-sync", [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", "2",
-                           "--timeout", "0", "-b", "127.0.0.1:0", "--access-logfile", "-",
-                           "examples.wsgi_echo:app"],
-         r"Listening at: http://127\.0\.0\.1:(\d+)", concurrent=False),
-    Host("cheroot", [sys.executable, "-m", "examples.cheroot_echo"],
-         r"Listening on http://127\.0\.0\.1:(\d+)"),
-    Host("http.server", [sys.executable, "-m", "examples.stdlib_echo"],
-         r"Listening on http://127\.0\.0\.1:(\d+)"),
+    Host(
+        "werkzeug",
+        [sys.executable, "-m", "examples.wsgi_echo"],
+        r"Listening on http://127\.0\.0\.1:(\d+)",
+    ),
+    Host(
+        "flask",
+        [sys.executable, "-m", "examples.flask_echo"],
+        r"Running on http://127\.0\.0\.1:(\d+)",
+    ),
+    Host(
+        "gunicorn-gthread",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "40",
+            "-b",
+            "127.0.0.1:0",
+            "--access-logfile",
+            "-",
+            "examples.wsgi_echo:app",
+        ],
+        r"Listening at: http://127\.0\.0\.1:(\d+)",
+    ),
+    Host(
+        "gunicorn-sync",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "sync",
+            "-w",
+            "2",
+            "--timeout",
+            "0",
+            "-b",
+            "127.0.0.1:0",
+            "--access-logfile",
+            "-",
+            "examples.wsgi_echo:app",
+        ],
+        r"Listening at: http://127\.0\.0\.1:(\d+)",
+        concurrent=False,
+    ),
+    Host(
+        "cheroot",
+        [sys.executable, "-m", "examples.cheroot_echo"],
+        r"Listening on http://127\.0\.0\.1:(\d+)",
+    ),
+    Host(
+        "http.server",
+        [sys.executable, "-m", "examples.stdlib_echo"],
+        r"Listening on http://127\.0\.0\.1:(\d+)",
+    ),
 ]
 
 
@@ -84,8 +127,9 @@ class Running:
 @pytest.fixture(scope="module", params=HOSTS, ids=[host.name for host in HOSTS])
 def host(request: pytest.FixtureRequest) -> Iterator[Running]:
     spec: Host = request.param
-    process = ServerProcess(spec.command, cwd=str(ROOT),
-                            env={"WSAUTH_TOKENS": f"{SECRET},{SECOND}", "PORT": "0"})
+    process = ServerProcess(
+        spec.command, cwd=str(ROOT), env={"WSAUTH_TOKENS": f"{SECRET},{SECOND}", "PORT": "0"}
+    )
     try:
         port = int(process.expect(spec.ready).group(1))
         yield Running(spec, process, port)
@@ -180,6 +224,7 @@ def test_query_token_never_reaches_an_access_log(host: Running) -> None:
 
 # -- in-process checks of the middleware itself ---------------------------------------------
 
+
 def _serve_wsgi(app: object) -> tuple[wsgiref.simple_server.WSGIServer, threading.Thread]:
     from werkzeug.serving import make_server
 
@@ -212,16 +257,25 @@ SAME_ANSWER_CASES = [
     handshake_bytes(f"/ws?token={SECRET}").replace(b"Version: 13", b"Version: 8"),
     handshake_bytes(f"/ws?token={SECRET}").replace(b"Upgrade: websocket", b"Upgrade: h2c"),
     handshake_bytes(f"/ws?token={SECRET}", key="P5l8BJcZwRc="),
-    handshake_bytes("/ws", extra=f"Authorization: Bearer {SECRET}\r\n"
-                                 f"Sec-WebSocket-Protocol: bearer, {SECRET}\r\n"),
+    handshake_bytes(
+        "/ws",
+        extra=f"Authorization: Bearer {SECRET}\r\nSec-WebSocket-Protocol: bearer, {SECRET}\r\n",
+    ),
     handshake_bytes("/ws", extra="Authorization: Bearer \r\n"),
 ]
 
 
 @pytest.mark.parametrize("data", SAME_ANSWER_CASES)
 def test_middleware_and_socket_server_give_the_same_answer(data: bytes) -> None:
-    relevant = ("www-authenticate", "upgrade", "sec-websocket-version", "content-type",
-                "content-length", "retry-after", "allow")
+    relevant = (
+        "www-authenticate",
+        "upgrade",
+        "sec-websocket-version",
+        "content-type",
+        "content-length",
+        "retry-after",
+        "allow",
+    )
     with running() as socket_server:
         direct = parse_response(_exchange(socket_server.address[1], data))
     server, thread = _serve_wsgi(WebSocketMiddleware(_not_found, _ws_app()))
@@ -232,8 +286,9 @@ def test_middleware_and_socket_server_give_the_same_answer(data: bytes) -> None:
         thread.join(5)
         server.server_close()
     assert direct[0] == via_wsgi[0]
-    assert {k: v for k, v in direct[1].items() if k in relevant} == \
-        {k: v for k, v in via_wsgi[1].items() if k in relevant}
+    assert {k: v for k, v in direct[1].items() if k in relevant} == {
+        k: v for k, v in via_wsgi[1].items() if k in relevant
+    }
     assert direct[2] == via_wsgi[2]
 
 
@@ -253,16 +308,21 @@ def test_eager_first_frame_is_not_lost_under_werkzeug() -> None:
 
 
 def test_server_without_socket_access_is_refused_with_a_clear_error(
-        logs: pytest.LogCaptureFixture) -> None:
-    app = WebSocketMiddleware(_not_found, WebSocketApp(
-        {"/ws": echo}, verifier=StaticTokens([SECRET])))
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    app = WebSocketMiddleware(
+        _not_found, WebSocketApp({"/ws": echo}, verifier=StaticTokens([SECRET]))
+    )
     server = wsgiref.simple_server.make_server("127.0.0.1", 0, app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        status, _, body = parse_response(_exchange(
-            server.server_port,
-            handshake_bytes("/ws", extra=f"Authorization: Bearer {SECRET}\r\n")))
+        status, _, body = parse_response(
+            _exchange(
+                server.server_port,
+                handshake_bytes("/ws", extra=f"Authorization: Bearer {SECRET}\r\n"),
+            )
+        )
     finally:
         server.shutdown()
         thread.join(5)
@@ -270,8 +330,13 @@ def test_server_without_socket_access_is_refused_with_a_clear_error(
     assert status == 501
     assert body == b"501 Not Implemented\n"
     errors = [r.getMessage() for r in logs.records if r.levelname == "ERROR"]
-    assert any("WSGIServer" in message and "Werkzeug" in message and "gunicorn" in message
-               and "cheroot" in message for message in errors)
+    assert any(
+        "WSGIServer" in message
+        and "Werkzeug" in message
+        and "gunicorn" in message
+        and "cheroot" in message
+        for message in errors
+    )
 
 
 def test_other_paths_pass_through_untouched() -> None:
@@ -305,8 +370,11 @@ def test_no_worker_thread_outlives_its_websocket() -> None:
         baseline = _connection_threads()
         with contextlib.ExitStack() as stack:
             for _ in range(5):
-                ws = stack.enter_context(connect(
-                    f"ws://127.0.0.1:{server.server_port}/ws?token={SECRET}", open_timeout=5))
+                ws = stack.enter_context(
+                    connect(
+                        f"ws://127.0.0.1:{server.server_port}/ws?token={SECRET}", open_timeout=5
+                    )
+                )
                 ws.recv(timeout=5)
             assert _connection_threads() >= baseline + 5
         assert wait_for(lambda: _connection_threads() == baseline, 5)

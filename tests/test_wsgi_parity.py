@@ -50,12 +50,23 @@ TOKENS_ENV = {"WSAUTH_TOKENS": f"{SECRET},{SECOND}", "PORT": "0"}
 UNKNOWN_CLIENT = "client address unknown"
 
 
-def head(*, method: str = "GET", target: str = f"/ws?token={SECRET}",
-         version: str = "HTTP/1.1", drop: tuple[str, ...] = (),
-         add: tuple[tuple[str, str], ...] = (), body: bytes = b"") -> bytes:
+def head(
+    *,
+    method: str = "GET",
+    target: str = f"/ws?token={SECRET}",
+    version: str = "HTTP/1.1",
+    drop: tuple[str, ...] = (),
+    add: tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
+) -> bytes:
     """A valid handshake, mutated: some headers dropped, others added at the end."""
-    base = (("Host", "127.0.0.1"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13"))
+    base = (
+        ("Host", "127.0.0.1"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", KEY),
+        ("Sec-WebSocket-Version", "13"),
+    )
     lines = [f"{name}: {value}\r\n" for name, value in base if name.lower() not in drop]
     lines += [f"{name}: {value}\r\n" for name, value in add]
     return f"{method} {target} {version}\r\n{''.join(lines)}\r\n".encode("latin-1") + body
@@ -78,8 +89,10 @@ CASES: list[tuple[str, bytes]] = [
     ("upgrade_h2c", replaced("Upgrade", "h2c")),
     ("no_connection_upgrade", replaced("Connection", "keep-alive")),
     ("two_upgrades", head(add=(("Upgrade", "websocket"),))),
-    ("two_connections", head(drop=("connection",),
-                             add=(("Connection", "keep-alive"), ("Connection", "Upgrade")))),
+    (
+        "two_connections",
+        head(drop=("connection",), add=(("Connection", "keep-alive"), ("Connection", "Upgrade"))),
+    ),
     ("bad_key", replaced("Sec-WebSocket-Key", "P5l8BJcZwRc=")),
     ("no_key", head(drop=("sec-websocket-key",))),
     ("two_keys", head(add=(("Sec-WebSocket-Key", KEY),))),
@@ -97,8 +110,13 @@ CASES: list[tuple[str, bytes]] = [
     ("bad_token", head(target="/ws?token=wrong")),
     ("token_twice", head(add=(("Authorization", f"Bearer {SECOND}"),))),
     ("empty_bearer", head(target="/ws", add=(("Authorization", "Bearer "),))),
-    ("two_authorizations", head(target="/ws", add=(("Authorization", "Bearer wrong"),
-                                                   ("Authorization", f"Bearer {SECRET}")))),
+    (
+        "two_authorizations",
+        head(
+            target="/ws",
+            add=(("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {SECRET}")),
+        ),
+    ),
     ("two_origins", head(add=(("Origin", "http://a.example"), ("Origin", "http://b.example")))),
     ("origin_comma", head(add=(("Origin", "http://a.example, http://b.example"),))),
     ("underscore_version", head(add=(("Sec_WebSocket_Version", "8"),))),
@@ -108,31 +126,66 @@ CASES: list[tuple[str, bytes]] = [
 
 #: The status each case gets from the socket server: the README table's column.
 STATUS = {
-    "valid": 101, "post": 405, "http10": 505, "no_host": 400, "two_hosts": 400,
-    "two_hosts_differ": 400, "host_port_comma": 400, "no_upgrade": 426, "upgrade_h2c": 426,
-    "no_connection_upgrade": 426, "two_upgrades": 101, "two_connections": 101,
-    "bad_key": 400, "no_key": 400, "two_keys": 400, "no_version": 400, "version_8": 426,
-    "two_versions": 400, "version_list": 400, "content_length": 400, "chunked": 400,
-    "content_length_0": 101, "long_target": 414, "long_header": 431, "many_headers": 431,
-    "no_token": 401, "bad_token": 401, "token_twice": 400, "empty_bearer": 400,
-    "two_authorizations": 400, "two_origins": 400, "origin_comma": 400,
-    "underscore_version": 101, "underscore_key": 101, "underscore_host": 101,
+    "valid": 101,
+    "post": 405,
+    "http10": 505,
+    "no_host": 400,
+    "two_hosts": 400,
+    "two_hosts_differ": 400,
+    "host_port_comma": 400,
+    "no_upgrade": 426,
+    "upgrade_h2c": 426,
+    "no_connection_upgrade": 426,
+    "two_upgrades": 101,
+    "two_connections": 101,
+    "bad_key": 400,
+    "no_key": 400,
+    "two_keys": 400,
+    "no_version": 400,
+    "version_8": 426,
+    "two_versions": 400,
+    "version_list": 400,
+    "content_length": 400,
+    "chunked": 400,
+    "content_length_0": 101,
+    "long_target": 414,
+    "long_header": 431,
+    "many_headers": 431,
+    "no_token": 401,
+    "bad_token": 401,
+    "token_twice": 400,
+    "empty_bearer": 400,
+    "two_authorizations": 400,
+    "two_origins": 400,
+    "origin_comma": 400,
+    "underscore_version": 101,
+    "underscore_key": 101,
+    "underscore_host": 101,
 }
 
 #: Rows a host server makes impossible, and what the client gets there instead (README).
 #: cheroot keeps only the last of repeated headers that are not lists, so the request
 #: the middleware sees has one valid header; http.server answers methods its handler
 #: does not define with 501 itself.
-_CHEROOT_KEEPS_LAST = ("two_hosts", "two_hosts_differ", "two_keys", "two_versions",
-                       "two_authorizations", "two_origins")
+_CHEROOT_KEEPS_LAST = (
+    "two_hosts",
+    "two_hosts_differ",
+    "two_keys",
+    "two_versions",
+    "two_authorizations",
+    "two_origins",
+)
 #: gunicorn before 27 (23 is its last release for Python 3.9) answers a request line over
 #: its limit with 400 itself, where 27 says 414.
 _GUNICORN_SAYS_400 = int(importlib.metadata.version("gunicorn").split(".")[0]) < 27
 HOST_ANSWERS: dict[tuple[str, str], int] = {
     **{("cheroot", case): 101 for case in _CHEROOT_KEEPS_LAST},
     ("http.server", "post"): 501,
-    **{(host, "long_target"): 400 for host in ("gunicorn-gthread", "gunicorn-sync")
-       if _GUNICORN_SAYS_400},
+    **{
+        (host, "long_target"): 400
+        for host in ("gunicorn-gthread", "gunicorn-sync")
+        if _GUNICORN_SAYS_400
+    },
 }
 
 #: The sources each example configures (the socket server gets the same).
@@ -175,8 +228,9 @@ def host_server(spec: Host, **env: str) -> Iterator[tuple[ServerProcess, int]]:
 
 @pytest.mark.parametrize("spec", HOSTS, ids=[host.name for host in HOSTS])
 def test_every_row_gets_the_socket_servers_answer(spec: Host) -> None:
-    socket_app = make_app(verifier=StaticTokens([SECRET, SECOND]),
-                          sources=SOURCES.get(spec.name, ALL))
+    socket_app = make_app(
+        verifier=StaticTokens([SECRET, SECOND]), sources=SOURCES.get(spec.name, ALL)
+    )
     differences = []
     with host_server(spec) as (_, port), running(socket_app) as direct:
         for case, data in CASES:
@@ -193,16 +247,18 @@ def test_every_row_gets_the_socket_servers_answer(spec: Host) -> None:
 
 # -- X-Forwarded-For through a trusted proxy ---------------------------------------------
 
+
 # The hosts that run examples/wsgi_echo.py; gunicorn sync with one worker, so that one
 # process holds the failed-auth budget.
 def _one_worker(command: list[str]) -> list[str]:
-    return [*command[:command.index("-w")], "-w", "1", *command[command.index("-w") + 2:]]
+    return [*command[: command.index("-w")], "-w", "1", *command[command.index("-w") + 2 :]]
 
 
-XFF_HOSTS = [Host(h.name, _one_worker(h.command) if h.name == "gunicorn-sync" else h.command,
-                  h.ready)
-             for h in HOSTS if h.name in ("werkzeug", "gunicorn-gthread", "gunicorn-sync",
-                                          "cheroot")]
+XFF_HOSTS = [
+    Host(h.name, _one_worker(h.command) if h.name == "gunicorn-sync" else h.command, h.ready)
+    for h in HOSTS
+    if h.name in ("werkzeug", "gunicorn-gthread", "gunicorn-sync", "cheroot")
+]
 
 
 @pytest.mark.parametrize("spec", XFF_HOSTS, ids=[host.name for host in XFF_HOSTS])
@@ -213,12 +269,23 @@ def test_underscore_header_cannot_replace_the_proxys_forwarded_for(spec: Host) -
     statuses = []
     with host_server(spec, WSAUTH_TRUSTED_PROXIES="127.0.0.1") as (_, port):
         for guess in range(21):
-            statuses.append(answer(tcp(port), head(target="/ws?token=wrong", add=(
-                ("X-Forwarded-For", "10.0.0.7"), ("X_Forwarded_For", f"10.1.{guess}.1"))))[0])
+            statuses.append(
+                answer(
+                    tcp(port),
+                    head(
+                        target="/ws?token=wrong",
+                        add=(
+                            ("X-Forwarded-For", "10.0.0.7"),
+                            ("X_Forwarded_For", f"10.1.{guess}.1"),
+                        ),
+                    ),
+                )[0]
+            )
     assert statuses == [401] * 20 + [429]
 
 
 # -- a Unix-socket peer: gunicorn --bind unix: and handle_socket(sock, None, ...) ---------
+
 
 def unix(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -243,8 +310,20 @@ def assert_buckets_per_client(path: str, *, trusted: bool) -> None:
 @pytest.mark.parametrize("trusted", [True, False], ids=["unix-trusted", "untrusted"])
 def test_gunicorn_on_a_unix_socket_keeps_clients_apart(tmp_path: Path, trusted: bool) -> None:
     path = str(tmp_path / "app.sock")
-    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8",
-               "--bind", f"unix:{path}", "--access-logfile", "-", "examples.wsgi_echo:app"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "--threads",
+        "8",
+        "--bind",
+        f"unix:{path}",
+        "--access-logfile",
+        "-",
+        "examples.wsgi_echo:app",
+    ]
     spec = Host("gunicorn-unix", command, r"Listening at: (unix):")
     env = {"WSAUTH_TRUSTED_PROXIES": "unix"} if trusted else {}
     with host_server(spec, **env) as (process, _):
@@ -286,7 +365,8 @@ def unix_accept_loop(path: str, app: WebSocketApp) -> Iterator[None]:
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["unix-trusted", "untrusted"])
 def test_handle_socket_without_an_address_keeps_clients_apart(
-        tmp_path: Path, trusted: bool, logs: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, trusted: bool, logs: pytest.LogCaptureFixture
+) -> None:
     path = str(tmp_path / "ws.sock")
     app = make_app(trusted_proxies=["unix"] if trusted else [])
     with unix_accept_loop(path, app):

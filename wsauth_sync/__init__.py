@@ -164,9 +164,18 @@ def _keep_old_module_paths() -> None:
     from . import config, socket_shell
     from .core import audit, errors, handshake, http11, origin, request, sources, verifiers
 
-    moved = {"errors": errors, "request": request, "http11": http11, "sources": sources,
-             "origin": origin, "handshake": handshake, "verifiers": verifiers, "audit": audit,
-             "app": config, "upgrade": socket_shell}
+    moved = {
+        "errors": errors,
+        "request": request,
+        "http11": http11,
+        "sources": sources,
+        "origin": origin,
+        "handshake": handshake,
+        "verifiers": verifiers,
+        "audit": audit,
+        "app": config,
+        "upgrade": socket_shell,
+    }
     for old, module in moved.items():
         sys.modules.setdefault(f"{__name__}.{old}", module)
         globals().setdefault(old, module)

@@ -33,9 +33,13 @@ class ConnectionCaps:
             ``X-Forwarded-For``: the address then stands for many clients).
     """
 
-    def __init__(self, *, per_identity: int | None = DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
-                 per_address: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-                 exempt_addresses: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        per_identity: int | None = DEFAULT_MAX_CONNECTIONS_PER_IDENTITY,
+        per_address: int | None = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        exempt_addresses: Collection[str] = (),
+    ) -> None:
         if any(cap is not None and cap < 1 for cap in (per_identity, per_address)):
             raise ConfigurationError("connection caps must be positive (or None)")
         self.per_identity = per_identity
@@ -55,8 +59,11 @@ class ConnectionCaps:
         with self._lock:
             if self.per_identity is not None and self._identities[subject] >= self.per_identity:
                 raise TooManyRequests("too_many_connections", retry_after=RETRY_AFTER)
-            if capped and self.per_address is not None and \
-                    self._addresses[address] >= self.per_address:
+            if (
+                capped
+                and self.per_address is not None
+                and self._addresses[address] >= self.per_address
+            ):
                 raise TooManyRequests("too_many_connections_from_ip", retry_after=RETRY_AFTER)
             self._identities[subject] += 1
             if capped:

@@ -54,10 +54,16 @@ def _from_flags(args: argparse.Namespace) -> list[_Choice]:
     if args.token or args.token_file:
         tokens = list(args.token)
         for path in args.token_file:
-            tokens += [line.strip() for line in
-                       read_secret_file("--token-file", path).splitlines() if line.strip()]
-        how = " and ".join(flag for flag, given in (("--token", args.token),
-                                                    ("--token-file", args.token_file)) if given)
+            tokens += [
+                line.strip()
+                for line in read_secret_file("--token-file", path).splitlines()
+                if line.strip()
+            ]
+        how = " and ".join(
+            flag
+            for flag, given in (("--token", args.token), ("--token-file", args.token_file))
+            if given
+        )
         chosen.append(_Choice("token", how, tokens))
     if args.jwt_secret is not None and args.jwt_secret_file is not None:
         raise ConfigurationError("give --jwt-secret or --jwt-secret-file, not both")
@@ -67,8 +73,11 @@ def _from_flags(args: argparse.Namespace) -> list[_Choice]:
     elif args.jwt_secret is not None:
         chosen.append(_Choice("jwt-secret", "--jwt-secret", args.jwt_secret))
     if args.jwt_public_key is not None:
-        chosen.append(_Choice("jwt-public-key", f"--jwt-public-key {args.jwt_public_key}",
-                              args.jwt_public_key))
+        chosen.append(
+            _Choice(
+                "jwt-public-key", f"--jwt-public-key {args.jwt_public_key}", args.jwt_public_key
+            )
+        )
     if args.jwks_url is not None:
         chosen.append(_Choice("jwks-url", f"--jwks-url {args.jwks_url}", args.jwks_url))
     store = store_location("--keys-db", args.keys_db, args.keys_db_file, use_env=False)
@@ -98,7 +107,8 @@ def verifier_from(args: argparse.Namespace) -> tuple[Verifier, str | None]:
     chosen = _from_flags(args) or _from_environment()
     if len(chosen) > 1:
         raise ConfigurationError(
-            f"choose one kind of authentication, not {' and '.join(c.how for c in chosen)}")
+            f"choose one kind of authentication, not {' and '.join(c.how for c in chosen)}"
+        )
     if not chosen:
         demo = secrets.token_urlsafe(24)
         return StaticTokens({demo: "demo"}), demo
@@ -116,20 +126,23 @@ def _build(choice: _Choice, args: argparse.Namespace) -> Verifier:
     if choice.kind == "token":
         return StaticTokens(choice.value)  # type: ignore[arg-type]
     if choice.kind == "jwt-secret":
-        return JWTVerifier(key=choice.value, algorithms=[args.jwt_algorithm or "HS256"],
-                           **jwt_options)
+        return JWTVerifier(
+            key=choice.value, algorithms=[args.jwt_algorithm or "HS256"], **jwt_options
+        )
     if choice.kind == "jwt-public-key":
         if not args.jwt_algorithm:
             raise ConfigurationError("needs --jwt-algorithm (RS256, ES256...)")
         key = Path(str(choice.value)).read_bytes()
         return JWTVerifier(key=key, algorithms=[args.jwt_algorithm], **jwt_options)
     if choice.kind == "jwks-url":
-        return JWTVerifier(jwks_url=str(choice.value), algorithms=[args.jwt_algorithm or "RS256"],
-                           **jwt_options)
+        return JWTVerifier(
+            jwks_url=str(choice.value), algorithms=[args.jwt_algorithm or "RS256"], **jwt_options
+        )
     location = str(choice.value)
     if is_missing_store(location):
-        raise ConfigurationError("no key store there (make one with 'wsauth-sync keys "
-                                 "create NAME')")
+        raise ConfigurationError(
+            "no key store there (make one with 'wsauth-sync keys create NAME')"
+        )
     return open_keystore(location)
 
 
@@ -139,8 +152,10 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
         if args.keyfile is not None:
             raise ConfigurationError("--keyfile needs --certfile")
         return None
-    for flag, path, marker in (("--certfile", args.certfile, "CERTIFICATE-----"),
-                               ("--keyfile", args.keyfile or args.certfile, "PRIVATE KEY-----")):
+    for flag, path, marker in (
+        ("--certfile", args.certfile, "CERTIFICATE-----"),
+        ("--keyfile", args.keyfile or args.certfile, "PRIVATE KEY-----"),
+    ):
         text = read_secret_file(flag, path)
         if marker not in text:
             what = "certificate" if marker.startswith("CERT") else "private key"
@@ -149,8 +164,10 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(args.certfile, args.keyfile, password=_no_passphrase)
     except ssl.SSLError as exc:
-        raise ConfigurationError(f"--certfile {args.certfile} with --keyfile "
-                                 f"{args.keyfile or args.certfile}: {exc.reason or exc}") from None
+        raise ConfigurationError(
+            f"--certfile {args.certfile} with --keyfile "
+            f"{args.keyfile or args.certfile}: {exc.reason or exc}"
+        ) from None
     return context
 
 
@@ -173,8 +190,9 @@ def connect_lines(url: str, sources: list[str], token: str, origins: list[str]) 
     return lines
 
 
-def page_sources(sources: list[str], page_origin: str | None,
-                 origins: list[str] | None) -> list[str]:
+def page_sources(
+    sources: list[str], page_origin: str | None, origins: list[str] | None
+) -> list[str]:
     """The enabled sources the demo page, served from ``page_origin``, can use."""
     allowed = {normalize_origin(origin) for origin in origins or ()}
     listed = page_origin is not None and normalize_origin(page_origin) in allowed
@@ -185,14 +203,19 @@ def page_sources(sources: list[str], page_origin: str | None,
 
 def _listen(args: argparse.Namespace, app: WebSocketApp) -> WebSocketServer:
     try:
-        return WebSocketServer(app, host=args.host, port=args.port,
-                               max_connections=args.max_connections,
-                               max_pending=args.max_pending,
-                               max_pending_per_ip=args.max_pending_per_ip,
-                               ssl_context=tls_context(args))
+        return WebSocketServer(
+            app,
+            host=args.host,
+            port=args.port,
+            max_connections=args.max_connections,
+            max_pending=args.max_pending,
+            max_pending_per_ip=args.max_pending_per_ip,
+            ssl_context=tls_context(args),
+        )
     except OSError as exc:
-        raise ConfigurationError(f"--host {args.host} --port {args.port}: cannot listen "
-                                 f"({exc.strerror or exc})") from None
+        raise ConfigurationError(
+            f"--host {args.host} --port {args.port}: cannot listen ({exc.strerror or exc})"
+        ) from None
 
 
 def _authority(host: str, port: int) -> str:
@@ -203,8 +226,9 @@ def run_echo(args: argparse.Namespace) -> int:
     """The ``echo`` command; returns the exit status."""
     sources = args.source or list(DEFAULT_SOURCES)
     if "cookie" in sources and not args.allow_origin:
-        return fail("--source cookie needs --allow-origin ORIGIN (browsers send cookies "
-                    "cross-site)")
+        return fail(
+            "--source cookie needs --allow-origin ORIGIN (browsers send cookies cross-site)"
+        )
     scheme = "https" if args.certfile else "http"
     # With --port 0 the page's origin is unknown until bound, so no allowlist can hold it.
     page_origin = f"{scheme}://{_authority(args.host, args.port)}" if args.port else None
@@ -212,18 +236,21 @@ def run_echo(args: argparse.Namespace) -> int:
     pages = {"/": demo_page(args.path, sources=usable), "/favicon.ico": empty_icon()}
     try:
         verifier, demo_token = verifier_from(args)
-        app = WebSocketApp({args.path: echo}, verifier=verifier,
-                           sources=[SOURCES[name]() for name in sources],
-                           max_message_size=args.max_message_size,
-                           handshake_timeout=args.handshake_timeout,
-                           allowed_origins=args.allow_origin,
-                           limiter=None if args.no_rate_limit else "default",
-                           trusted_proxies=args.trusted_proxy,
-                           send_timeout=args.send_timeout,
-                           max_connections_per_identity=args.max_connections_per_identity or None,
-                           max_connections_per_ip=args.max_connections_per_ip or None,
-                           pages=pages if usable else None,
-                           readable_refusals=[args.path] if args.readable_refusals else ())
+        app = WebSocketApp(
+            {args.path: echo},
+            verifier=verifier,
+            sources=[SOURCES[name]() for name in sources],
+            max_message_size=args.max_message_size,
+            handshake_timeout=args.handshake_timeout,
+            allowed_origins=args.allow_origin,
+            limiter=None if args.no_rate_limit else "default",
+            trusted_proxies=args.trusted_proxy,
+            send_timeout=args.send_timeout,
+            max_connections_per_identity=args.max_connections_per_identity or None,
+            max_connections_per_ip=args.max_connections_per_ip or None,
+            pages=pages if usable else None,
+            readable_refusals=[args.path] if args.readable_refusals else (),
+        )
         server = _listen(args, app)
     except FAILURES as exc:
         return fail(str(exc))
@@ -238,9 +265,14 @@ def run_echo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(args: argparse.Namespace, sources: list[str], demo_token: str | None,
-              page: str, usable: list[str]) -> None:
-    url = "ws" + page[len("http"):].rstrip("/") + args.path
+def _announce(
+    args: argparse.Namespace,
+    sources: list[str],
+    demo_token: str | None,
+    page: str,
+    usable: list[str],
+) -> None:
+    url = "ws" + page[len("http") :].rstrip("/") + args.path
     print(f"Listening on {url}")
     if demo_token is not None:
         print("No authentication flag given: accepting one random demo token.")

@@ -46,8 +46,9 @@ def read_secret_file(flag: str, path: Path) -> str:
     return text
 
 
-def store_location(flag: str, value: str | None, path: Path | None, *,
-                   use_env: bool = True) -> tuple[str, str] | None:
+def store_location(
+    flag: str, value: str | None, path: Path | None, *, use_env: bool = True
+) -> tuple[str, str] | None:
     """A key store location from ``flag``, ``flag-file`` or the environment.
 
     Returns ``(how it was given, location)``, or None when none was given.
@@ -78,15 +79,17 @@ def run_keys(args: argparse.Namespace) -> int:
     try:
         given = store_location("--db", args.db, args.db_file)
         if given is None:
-            return fail(f"keys {args.action}: give --db PATH|DSN, --db-file PATH, "
-                        f"or set {ENV_KEYS_DB}")
+            return fail(
+                f"keys {args.action}: give --db PATH|DSN, --db-file PATH, or set {ENV_KEYS_DB}"
+            )
         how, location = given
         created = is_missing_store(location)
         # A DSN may hold a password: name where it came from, never print it.
         label = f"--db {location}" if how == "--db" and not is_dsn(location) else how
         if created and args.action != "create":
-            return fail(f"{label}: no key store there (make one with 'wsauth-sync keys "
-                        "create NAME')")
+            return fail(
+                f"{label}: no key store there (make one with 'wsauth-sync keys create NAME')"
+            )
         args.expires_at = _when(args.expires) if args.action == "create" else None
         try:
             store = open_keystore(location)
@@ -101,8 +104,10 @@ def run_keys(args: argparse.Namespace) -> int:
 
 def _create(store: KeyStore, args: argparse.Namespace) -> int:
     key, record = store.create(args.name, scopes=args.scope, expires_at=args.expires_at)
-    print(f"Created key {record.key_id} for {record.subject}. Store it now; "
-          "it is not shown again:", file=sys.stderr)
+    print(
+        f"Created key {record.key_id} for {record.subject}. Store it now; it is not shown again:",
+        file=sys.stderr,
+    )
     print(key)
     return 0
 
@@ -128,13 +133,28 @@ def key_table(records: list[KeyRecord], *, now: float) -> list[str]:
     """``keys list`` output: a header and one aligned row per key."""
     rows = [("ID", "OWNER", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "STATUS")]
     for r in records:
-        status = ("revoked" if r.revoked_at is not None else
-                  "expired" if r.expires_at is not None and r.expires_at <= now else "active")
-        rows.append((r.key_id, r.subject, ",".join(r.scopes) or "-", _stamp(r.created_at),
-                     _stamp(r.expires_at), _stamp(r.last_used_at), status))
+        status = (
+            "revoked"
+            if r.revoked_at is not None
+            else "expired"
+            if r.expires_at is not None and r.expires_at <= now
+            else "active"
+        )
+        rows.append(
+            (
+                r.key_id,
+                r.subject,
+                ",".join(r.scopes) or "-",
+                _stamp(r.created_at),
+                _stamp(r.expires_at),
+                _stamp(r.last_used_at),
+                status,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in rows]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    ]
 
 
 def _when(text: str | None) -> float | None:

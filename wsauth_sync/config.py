@@ -106,45 +106,57 @@ class WebSocketApp:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if not routes or not all(callable(handler) for handler in routes.values()):
             raise ConfigurationError("routes must map at least one path to a handler")
-        if not _positive(handshake_timeout) or \
-                (verify_timeout is not None and not _positive(verify_timeout)):
+        if not _positive(handshake_timeout) or (
+            verify_timeout is not None and not _positive(verify_timeout)
+        ):
             raise ConfigurationError("timeouts must be positive numbers of seconds")
         self.limits = ConnectionLimits.from_options(limits, options)
         auth = AuthSettings.from_options(auth, options)
         if isinstance(readable_refusals, str) or not set(readable_refusals) <= set(routes):
             raise ConfigurationError("readable_refusals must be a collection of route paths")
         self.verifier = verifier
-        self.revocations = (RevocationWatch(verifier, interval=revocation_interval)
-                            if isinstance(verifier, RevocationSource) else None)
+        self.revocations = (
+            RevocationWatch(verifier, interval=revocation_interval)
+            if isinstance(verifier, RevocationSource)
+            else None
+        )
         if verify_timeout is not None and may_block(verifier):
             # Only verifiers that may wait on I/O pay for the hop to a time-limited thread.
-            verifier = TimeLimitedVerifier(
-                verifier, timeout=min(verify_timeout, handshake_timeout))
+            verifier = TimeLimitedVerifier(verifier, timeout=min(verify_timeout, handshake_timeout))
         if limiter == "default":
             limiter = FailedAuthLimiter()
         self.routes = dict(routes)
-        self.policy = HandshakePolicy(verifier=verifier, paths=self.routes, auth=auth,
-                                      limiter=limiter)
+        self.policy = HandshakePolicy(
+            verifier=verifier, paths=self.routes, auth=auth, limiter=limiter
+        )
         self.pages = dict(pages or {})
         self.readable_refusals = frozenset(readable_refusals)
         self.handshake_timeout = handshake_timeout
         self.head_limits = head_limits
         self.close_timeout = self.limits.close_timeout  # read by the server's shutdown
-        self.caps = ConnectionCaps(per_identity=max_connections_per_identity,
-                                   per_address=max_connections_per_ip,
-                                   exempt_addresses=auth.trusted_proxies)
+        self.caps = ConnectionCaps(
+            per_identity=max_connections_per_identity,
+            per_address=max_connections_per_ip,
+            exempt_addresses=auth.trusted_proxies,
+        )
 
     def client_address(self, request: UpgradeRequest) -> str:
         """The client's IP for caps: the peer, or the one its proxy names; ``""`` when
         unknown (an address that stands for no one in particular is never capped)."""
         return client_ip(request, self.policy.trusted_proxies) or ""
 
-    def connection(self, sock: socket.socket, accept: Accept, *,
-                   trailing_data: bytes = b"") -> WebSocket:
+    def connection(
+        self, sock: socket.socket, accept: Accept, *, trailing_data: bytes = b""
+    ) -> WebSocket:
         """The :class:`WebSocket` for an accepted handshake, with this app's limits."""
-        return WebSocket(sock, accept=accept, trailing_data=trailing_data,
-                         limits=self.limits, expires_at=accept.identity.expires_at,
-                         reverify=functools.partial(self._reverify, request=accept.request))
+        return WebSocket(
+            sock,
+            accept=accept,
+            trailing_data=trailing_data,
+            limits=self.limits,
+            expires_at=accept.identity.expires_at,
+            reverify=functools.partial(self._reverify, request=accept.request),
+        )
 
     def _reverify(self, token: str, current: Identity, *, request: UpgradeRequest) -> Identity:
         """:meth:`WebSocket.reauthenticate` goes through the handshake's policy."""

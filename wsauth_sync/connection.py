@@ -86,9 +86,17 @@ class WebSocket:
         **options: fields of ``ConnectionLimits`` as keywords (the form of 0.1).
     """
 
-    def __init__(self, sock: socket.socket, *, accept: Accept, trailing_data: bytes = b"",
-                 limits: ConnectionLimits = DEFAULT_LIMITS, expires_at: float | None = None,
-                 reverify: Reverify | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        accept: Accept,
+        trailing_data: bytes = b"",
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+        expires_at: float | None = None,
+        reverify: Reverify | None = None,
+        **options: Any,
+    ) -> None:
         unknown = set(options) - {field.name for field in dataclasses.fields(limits)}
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -108,8 +116,11 @@ class WebSocket:
         self.send_timeout = limits.send_timeout
         self._idle_timeout = limits.idle_timeout
         now = time.monotonic()
-        self._keepalive = None if ping_interval is None else Keepalive(
-            interval=ping_interval, timeout=ping_timeout, now=now)
+        self._keepalive = (
+            None
+            if ping_interval is None
+            else Keepalive(interval=ping_interval, timeout=ping_timeout, now=now)
+        )
         self._last_message = now  # a whole message: it is not idle
         self._hard_close: float | None = None
         self._close_started = now
@@ -128,8 +139,7 @@ class WebSocket:
         self._closed = threading.Event()
         self._messages: deque[Data] = deque()
         self._held = 0  # bytes (str: characters) of messages not yet delivered
-        self._assembler = MessageAssembler(max_size=max_message_size,
-                                           max_fragments=max_fragments)
+        self._assembler = MessageAssembler(max_size=max_message_size, max_fragments=max_fragments)
         self._end: tuple[int, str] | None = None  # set while reading: finish after writing
         self._backlog = False  # wsproto may hold frames past the last message delivered
         self.close_code: int | None = None
@@ -192,17 +202,25 @@ class WebSocket:
                 raise ConnectionClosed(self.close_code or 1006, self.close_reason)
             self._accept = replace(self._accept, identity=identity)
             self._move_expiry(identity.expires_at)
-        audit.log_reauthenticated(client=self.request.client, identity=identity,
-                                  path=self.request.path)
+        audit.log_reauthenticated(
+            client=self.request.client, identity=identity, path=self.request.path
+        )
         return identity
 
     def _refuse_reauthentication(self, current: Identity, error: HandshakeError) -> None:
-        audit.log_reauthentication_failed(client=self.request.client, subject=current.subject,
-                                          path=self.request.path, error=error)
+        audit.log_reauthentication_failed(
+            client=self.request.client, subject=current.subject, path=self.request.path, error=error
+        )
         # A fixed word for the client, as in a readable refusal: never the log reason.
-        word = ("unavailable" if error.status >= 500 else
-                "forbidden" if error.status == 403 else
-                "too many attempts" if error.status == 429 else public_reason(error.reason))
+        word = (
+            "unavailable"
+            if error.status >= 500
+            else "forbidden"
+            if error.status == 403
+            else "too many attempts"
+            if error.status == 429
+            else public_reason(error.reason)
+        )
         self.close(1008, f"reauthentication failed: {word}")
 
     def _move_expiry(self, expires_at: float | None) -> None:
@@ -317,8 +335,9 @@ class WebSocket:
         if not wait:
             self._flush_nowait()
         elif self._end is not None:
-            self._flush(self._out.tickets, min(self.send_timeout, self.close_timeout),
-                        self.close_timeout)
+            self._flush(
+                self._out.tickets, min(self.send_timeout, self.close_timeout), self.close_timeout
+            )
         elif not self._out.pong_waiting:
             return  # the usual case: nothing was queued by reading
         else:
@@ -440,8 +459,7 @@ class WebSocket:
             return None
         if self._hard_close is not None:
             if now >= self._hard_close and not self._close_written_by(now):
-                self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE,
-                             self.close_reason)
+                self._finish(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
                 return None
         elif self._expires is not None and now >= self._expires:
             self._start_close(CloseReason.POLICY_VIOLATION, "credential expired", now)
@@ -506,7 +524,8 @@ class WebSocket:
             if self._ws.state is ConnectionState.OPEN and not self._closed.is_set():
                 self.close_code, self.close_reason = code, reason
                 self._close_ticket = self._out.put(
-                    self._ws.send(CloseConnection(code=code, reason=reason)))
+                    self._ws.send(CloseConnection(code=code, reason=reason))
+                )
         self._flush_nowait()
         self._close_started = now
         if self._close_ticket is None:  # closing already (the handler, or the peer)
@@ -571,8 +590,7 @@ class WebSocket:
                 if self._backlog:
                     data, more = None, b""
                 else:
-                    data, more = (self._pending, b"") if self._pending else \
-                        self._read(deadline)
+                    data, more = (self._pending, b"") if self._pending else self._read(deadline)
             except TimeoutError:
                 return
             self._pending = b""
@@ -584,8 +602,12 @@ class WebSocket:
     def __enter__(self) -> WebSocket:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close(1000 if exc is None else CloseReason.INTERNAL_ERROR)
 
 
@@ -596,4 +618,3 @@ _HANDLERS: dict[type[Event], Callable[[WebSocket, Any], None]] = {
     Pong: WebSocket._on_pong,
     CloseConnection: WebSocket._on_close,
 }
-

@@ -50,8 +50,9 @@ class CallWatchdog:
             self._calls.add(call)
             if not self._running:
                 try:
-                    threading.Thread(target=self._run, daemon=True,
-                                     name="wsauth-db-watchdog").start()
+                    threading.Thread(
+                        target=self._run, daemon=True, name="wsauth-db-watchdog"
+                    ).start()
                     self._running = True
                 except RuntimeError:  # no thread to be had: the call runs unwatched
                     logger.warning("database call watchdog could not start")

@@ -40,8 +40,11 @@ def echo(ws: WebSocket) -> None:
         try:
             message = ws.recv(timeout=wait)
         except TimeoutError:  # time to ask, once per credential
-            ws.send(json.dumps({"type": "reauth_required",
-                                "expires_in": max(0, round(ws.expires_in or 0))}))
+            ws.send(
+                json.dumps(
+                    {"type": "reauth_required", "expires_in": max(0, round(ws.expires_in or 0))}
+                )
+            )
             ask_at = None
             continue
         except ConnectionClosed:
@@ -51,9 +54,14 @@ def echo(ws: WebSocket) -> None:
             ws.send(f"You said: {message}" if isinstance(message, str) else message)
             continue
         ws.reauthenticate(token)  # refused: closed with 1008, ConnectionClosed ends us
-        ws.send(json.dumps({"type": "reauthenticated",
-                            "expires_in": None if ws.expires_in is None
-                            else round(ws.expires_in)}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "reauthenticated",
+                    "expires_in": None if ws.expires_in is None else round(ws.expires_in),
+                }
+            )
+        )
         ask_at = _ask_at(ws)
 
 
@@ -71,8 +79,11 @@ def reauth_token(message: str | bytes) -> str | None:
         data = json.loads(message)
     except ValueError:
         return None
-    if isinstance(data, dict) and data.get("type") == "reauth" and \
-            isinstance(data.get("token"), str):
+    if (
+        isinstance(data, dict)
+        and data.get("type") == "reauth"
+        and isinstance(data.get("token"), str)
+    ):
         return str(data["token"])
     return None
 

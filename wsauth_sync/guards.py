@@ -46,8 +46,14 @@ class FailedAuthLimiter:
         clock: monotonic clock, replaceable in tests.
     """
 
-    def __init__(self, *, rate: float = 1.0, burst: int = 20, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float = 1.0,
+        burst: int = 20,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if rate <= 0 or burst < 1 or max_clients < 1:
             raise ConfigurationError("rate, burst and max_clients must be positive")
         self.rate = rate
@@ -66,8 +72,9 @@ class FailedAuthLimiter:
         with self._lock:
             level = self._level(client, self._clock())
         if level < 1:
-            raise TooManyRequests("too_many_failures",
-                                  retry_after=max(1, math.ceil((1 - level) / self.rate)))
+            raise TooManyRequests(
+                "too_many_failures", retry_after=max(1, math.ceil((1 - level) / self.rate))
+            )
 
     def failed(self, client: str) -> None:
         """Spend one failure of ``client``'s budget."""
@@ -170,8 +177,9 @@ class RevocationWatch:
         ConfigurationError: a delay that is not positive.
     """
 
-    def __init__(self, source: RevocationSource, *, interval: float = 5.0,
-                 max_backoff: float = 30.0) -> None:
+    def __init__(
+        self, source: RevocationSource, *, interval: float = 5.0, max_backoff: float = 30.0
+    ) -> None:
         if interval <= 0 or max_backoff <= 0:
             raise ConfigurationError("the revocation interval and max_backoff must be positive")
         self.source = source
@@ -222,7 +230,7 @@ class RevocationWatch:
         failures = 0
         try:
             self._start_listener(stop)
-            while self._wait(min(self.interval * 2 ** failures, self.max_backoff)):
+            while self._wait(min(self.interval * 2**failures, self.max_backoff)):
                 # Capped so the power stays small: 2**32 intervals is past any max_backoff.
                 failures = 0 if self.check() else min(failures + 1, 32)
         except BaseException:
@@ -257,11 +265,13 @@ class RevocationWatch:
         if not callable(opener):
             return  # no announcements (SQLite): the periodic checks do it all
         try:
-            threading.Thread(target=self._listen, args=(opener, stop), daemon=True,
-                             name="wsauth-revocation-feed").start()
+            threading.Thread(
+                target=self._listen, args=(opener, stop), daemon=True, name="wsauth-revocation-feed"
+            ).start()
         except RuntimeError:
-            logger.warning("revocation feed could not start a thread; checking every %s s",
-                           self.interval)
+            logger.warning(
+                "revocation feed could not start a thread; checking every %s s", self.interval
+            )
 
     def _listen(self, opener: Callable[[], RevocationFeed], stop: threading.Event) -> None:
         """Wait on the source's feed until ``stop``; reopen it with backoff when lost."""
@@ -271,8 +281,9 @@ class RevocationWatch:
         try:
             while not stop.is_set():
                 if feed is None:
-                    if failures and stop.wait(min(FEED_RETRY * 2 ** (failures - 1),
-                                                  self.max_backoff)):
+                    if failures and stop.wait(
+                        min(FEED_RETRY * 2 ** (failures - 1), self.max_backoff)
+                    ):
                         break
                     try:
                         feed = opener()
@@ -310,9 +321,11 @@ class RevocationWatch:
             revoked = set(found)
         except Exception as exc:  # noqa: BLE001 - any failure of the source is retried
             # The class only: a driver's message may quote the DSN or the query.
-            logger.warning("revocation check failed (%s); open connections of revoked "
-                           "credentials stay open until a check succeeds",
-                           type(exc).__name__)
+            logger.warning(
+                "revocation check failed (%s); open connections of revoked "
+                "credentials stay open until a check succeeds",
+                type(exc).__name__,
+            )
             return False
         now = time.monotonic()
         with self._lock:
@@ -343,6 +356,9 @@ def _close_revoked(ws: WebSocket) -> None:
 def _feed_down(down: bool, exc: Exception, interval: float) -> bool:
     if not down:  # once per outage: the backoff retries would repeat it
         # The class only: a driver's message may quote the DSN.
-        logger.warning("revocation notifications unavailable (%s); checking every %s s "
-                       "until they resume", type(exc).__name__, interval)
+        logger.warning(
+            "revocation notifications unavailable (%s); checking every %s s until they resume",
+            type(exc).__name__,
+            interval,
+        )
     return True

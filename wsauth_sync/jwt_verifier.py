@@ -148,8 +148,12 @@ class JWTVerifier:
                 raise ConfigurationError("jwks_timeout must be a positive number of seconds")
             # PyJWT's client fetches (no redirects followed) and parses; we own the cache.
             client = jwt.PyJWKClient(jwks_url, cache_jwk_set=False, timeout=jwks_timeout)
-            self._jwks = JWKSCache(client.fetch_data, cooldown=jwks_cooldown,
-                                   lifespan=jwks_lifespan, max_stale=jwks_max_stale)
+            self._jwks = JWKSCache(
+                client.fetch_data,
+                cooldown=jwks_cooldown,
+                lifespan=jwks_lifespan,
+                max_stale=jwks_max_stale,
+            )
             self._key: Any = None
         else:
             self._key = _prepare_key(key, algorithms)
@@ -245,8 +249,15 @@ class JWKSCache:
         ConfigurationError: not ``0 <= cooldown <= lifespan <= max_stale`` (finite).
     """
 
-    def __init__(self, fetch: Callable[[], Any], *, cooldown: float, lifespan: float,
-                 max_stale: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], Any],
+        *,
+        cooldown: float,
+        lifespan: float,
+        max_stale: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not all(math.isfinite(value) for value in (cooldown, lifespan, max_stale)):
             raise ConfigurationError("JWKS timings must be finite numbers of seconds")
         if not 0 <= cooldown <= lifespan:
@@ -286,8 +297,9 @@ class JWKSCache:
         (a withdrawn one forces no fetch), and the cooldown is over."""
         unknown = kid not in state.keys and kid not in state.withdrawn
         old = state.fetched_at is None or now - state.fetched_at >= self.lifespan
-        return (unknown or old) and (state.attempted_at is None
-                                     or now - state.attempted_at >= self.cooldown)
+        return (unknown or old) and (
+            state.attempted_at is None or now - state.attempted_at >= self.cooldown
+        )
 
     def _try_fetch(self, kid: str) -> _KeySet:
         try:
@@ -312,8 +324,12 @@ class JWKSCache:
             return replace(state, attempted_at=self._clock(), failure=type(exc).__name__)
         now = self._clock()
         gone = [k for k in (*state.withdrawn, *state.keys) if k not in keys]
-        return _KeySet(keys=keys, fetched_at=now, attempted_at=now,
-                       withdrawn=dict.fromkeys(gone[-_MAX_WITHDRAWN:]))
+        return _KeySet(
+            keys=keys,
+            fetched_at=now,
+            attempted_at=now,
+            withdrawn=dict.fromkeys(gone[-_MAX_WITHDRAWN:]),
+        )
 
     def _lookup(self, state: _KeySet, kid: str) -> jwt.PyJWK:
         if kid in state.withdrawn:

@@ -34,8 +34,7 @@ class Keepalive:
 
     def next_due(self) -> float:
         """When :meth:`ping` or :meth:`timed_out` next has something to say."""
-        return self._answered + self.interval if self._sent is None \
-            else self._sent + self.timeout
+        return self._answered + self.interval if self._sent is None else self._sent + self.timeout
 
     def ping(self, now: float) -> bytes | None:
         """The payload of a Ping to send now, if one is due."""

@@ -80,8 +80,15 @@ class KeyRecord:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> KeyRecord:
         key_id, subject, scopes, created, expires, revoked, used = row
-        return cls(str(key_id), str(subject), tuple(str(scopes).split()), float(created),
-                   _opt(expires), _opt(revoked), _opt(used))
+        return cls(
+            str(key_id),
+            str(subject),
+            tuple(str(scopes).split()),
+            float(created),
+            _opt(expires),
+            _opt(revoked),
+            _opt(used),
+        )
 
 
 def _opt(value: Any) -> float | None:
@@ -117,8 +124,9 @@ class KeyStore:
         with self._cursor() as cursor:
             cursor.execute(_SCHEMA)
             cursor.execute(_LOG_SCHEMA)
-            cursor.execute("CREATE INDEX IF NOT EXISTS wsauth_keys_revoked "
-                           "ON wsauth_keys (revoked_at)")
+            cursor.execute(
+                "CREATE INDEX IF NOT EXISTS wsauth_keys_revoked ON wsauth_keys (revoked_at)"
+            )
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -183,6 +191,7 @@ class KeyStore:
         def fetch(cursor: Any) -> list[Any]:
             cursor.execute(self._sql(statement), params)
             return list(cursor.fetchall())
+
         return self._run(fetch, repeatable=True)
 
     def close_connection(self) -> None:
@@ -197,8 +206,9 @@ class KeyStore:
 
     # -- administration -----------------------------------------------------------------
 
-    def create(self, subject: str, *, scopes: Sequence[str] = (),
-               expires_at: float | None = None) -> tuple[str, KeyRecord]:
+    def create(
+        self, subject: str, *, scopes: Sequence[str] = (), expires_at: float | None = None
+    ) -> tuple[str, KeyRecord]:
         """Make a key for ``subject``; returns the key (shown once) and its record."""
         if not subject or any(" " in scope or not scope for scope in scopes):
             raise ConfigurationError("a key needs a subject; scopes are single words")
@@ -206,16 +216,21 @@ class KeyStore:
         key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         record = KeyRecord(key_id, subject, tuple(scopes), time.time(), expires_at, None, None)
         with self._cursor() as cursor:
-            cursor.execute(self._sql(
-                "INSERT INTO wsauth_keys (key_id, key_hash, subject, scopes, created_at, "
-                "expires_at) VALUES (?, ?, ?, ?, ?, ?)"),
-                (key_id, _digest(key), subject, " ".join(scopes), record.created_at, expires_at))
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO wsauth_keys (key_id, key_hash, subject, scopes, created_at, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (key_id, _digest(key), subject, " ".join(scopes), record.created_at, expires_at),
+            )
         return key, record
 
     def records(self) -> list[KeyRecord]:
         """Every key, oldest first."""
-        rows = self._read("SELECT key_id, subject, scopes, created_at, expires_at, revoked_at, "
-                          "last_used_at FROM wsauth_keys ORDER BY created_at")
+        rows = self._read(
+            "SELECT key_id, subject, scopes, created_at, expires_at, revoked_at, "
+            "last_used_at FROM wsauth_keys ORDER BY created_at"
+        )
         return [KeyRecord.from_row(row) for row in rows]
 
     def revoke(self, key_id: str) -> bool:
@@ -226,8 +241,12 @@ class KeyStore:
         """
         now = time.time()
         with self._cursor() as cursor:
-            cursor.execute(self._sql("UPDATE wsauth_keys SET revoked_at = ? "
-                                     "WHERE key_id = ? AND revoked_at IS NULL"), (now, key_id))
+            cursor.execute(
+                self._sql(
+                    "UPDATE wsauth_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL"
+                ),
+                (now, key_id),
+            )
             if not cursor.rowcount:
                 return False
             self._log_revocation(cursor, key_id, now)
@@ -240,9 +259,13 @@ class KeyStore:
         first), so entries commit in number order: a reader that sees entry n sees every
         entry before it, and "after n" never skips one still being committed.
         """
-        cursor.execute(self._sql(
-            "INSERT INTO wsauth_revocations (seq, key_id, revoked_at) "
-            "SELECT coalesce(max(seq), 0) + 1, ?, ? FROM wsauth_revocations"), (key_id, now))
+        cursor.execute(
+            self._sql(
+                "INSERT INTO wsauth_revocations (seq, key_id, revoked_at) "
+                "SELECT coalesce(max(seq), 0) + 1, ?, ? FROM wsauth_revocations"
+            ),
+            (key_id, now),
+        )
 
     # -- verification -------------------------------------------------------------------
 
@@ -258,11 +281,17 @@ class KeyStore:
             raise InvalidToken("malformed_key")  # no database work for junk
         digest = _digest(token)
         try:
-            rows = self._read("SELECT key_id, subject, scopes, created_at, expires_at, "
-                              "revoked_at, last_used_at, key_hash FROM wsauth_keys "
-                              "WHERE key_hash = ?", (digest,))
-            if not rows or not hmac.compare_digest(str(rows[0][-1]), digest) \
-                    or str(rows[0][0]) != key_id:
+            rows = self._read(
+                "SELECT key_id, subject, scopes, created_at, expires_at, "
+                "revoked_at, last_used_at, key_hash FROM wsauth_keys "
+                "WHERE key_hash = ?",
+                (digest,),
+            )
+            if (
+                not rows
+                or not hmac.compare_digest(str(rows[0][-1]), digest)
+                or str(rows[0][0]) != key_id
+            ):
                 raise InvalidToken("unknown_key")
             record = KeyRecord.from_row(rows[0][:-1])
             now = time.time()
@@ -273,9 +302,12 @@ class KeyStore:
             self._touch(record.key_id, now)
         except self.database_errors as exc:
             raise ServiceUnavailable("keystore_error", detail=type(exc).__name__) from None
-        return Identity(subject=record.subject,
-                        claims={"key_id": record.key_id, "scopes": list(record.scopes)},
-                        expires_at=record.expires_at, credential_id=record.key_id)
+        return Identity(
+            subject=record.subject,
+            claims={"key_id": record.key_id, "scopes": list(record.scopes)},
+            expires_at=record.expires_at,
+            credential_id=record.key_id,
+        )
 
     def _touch(self, key_id: str, now: float) -> None:
         if now - self._used.get(key_id, 0.0) < LAST_USED_RESOLUTION:
@@ -290,8 +322,9 @@ class KeyStore:
         Returns:
             The ids, and the position to ask from next time (the last entry read).
         """
-        rows = self._read("SELECT seq, key_id FROM wsauth_revocations WHERE seq > ? "
-                          "ORDER BY seq", (position,))
+        rows = self._read(
+            "SELECT seq, key_id FROM wsauth_revocations WHERE seq > ? ORDER BY seq", (position,)
+        )
         return [str(row[1]) for row in rows], max([position, *(int(row[0]) for row in rows)])
 
 
@@ -330,8 +363,7 @@ def _create_private(path: str) -> None:
         pass
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
-        logger.warning("key store %s is open to other users (mode %03o): chmod 600 it",
-                       path, mode)
+        logger.warning("key store %s is open to other users (mode %03o): chmod 600 it", path, mode)
 
 
 def _database_errors() -> tuple[type[Exception], ...]:

@@ -60,12 +60,18 @@ class ConnectionLimits:
     close_on_expiry: bool = True
 
     def __post_init__(self) -> None:
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1
-               for n in (self.max_message_size, self.max_fragments)):
+        if any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1
+            for n in (self.max_message_size, self.max_fragments)
+        ):
             raise ConfigurationError("max_message_size and max_fragments must be positive")
-        times = {"close_timeout": self.close_timeout, "ping_timeout": self.ping_timeout,
-                 "send_timeout": self.send_timeout, "ping_interval": self.ping_interval,
-                 "idle_timeout": self.idle_timeout}
+        times = {
+            "close_timeout": self.close_timeout,
+            "ping_timeout": self.ping_timeout,
+            "send_timeout": self.send_timeout,
+            "ping_interval": self.ping_interval,
+            "idle_timeout": self.idle_timeout,
+        }
         for name, value in times.items():
             if value is None and name in ("ping_interval", "idle_timeout"):
                 continue
@@ -74,8 +80,9 @@ class ConnectionLimits:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
 
     @classmethod
-    def from_options(cls, base: ConnectionLimits | None,
-                     options: Mapping[str, Any]) -> ConnectionLimits:
+    def from_options(
+        cls, base: ConnectionLimits | None, options: Mapping[str, Any]
+    ) -> ConnectionLimits:
         """``base`` with the fields named in ``options`` replaced (the flat keyword
         arguments of 0.1); unknown names are a TypeError, as for any keyword."""
         limits = base or cls()

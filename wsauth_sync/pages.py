@@ -22,9 +22,13 @@ class Page:
     content_type: str = "text/html; charset=utf-8"
 
     def headers(self) -> list[tuple[str, str]]:
-        return [("Content-Type", self.content_type), ("Content-Length", str(len(self.body))),
-                ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                ("Connection", "close")]
+        return [
+            ("Content-Type", self.content_type),
+            ("Content-Length", str(len(self.body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Connection", "close"),
+        ]
 
 
 @dataclass(frozen=True)
@@ -51,5 +55,4 @@ def serve_page(handshake: ServerHandshake, pages: Mapping[str, Page]) -> Served 
     if page is None:
         return None
     assert request is not None
-    return Served(page, handshake.respond(200, "OK", page.headers(), page.body),
-                  request.redacted())
+    return Served(page, handshake.respond(200, "OK", page.headers(), page.body), request.redacted())

@@ -42,8 +42,15 @@ Ready = Callable[[socket.socket, Address, ServerHandshake, Head, float], None]
 class _Pending:
     __slots__ = ("address", "deadline", "handshake", "ip", "sock", "tls_done", "waiting")
 
-    def __init__(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
-                 deadline: float, *, tls_done: bool) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: Address,
+        handshake: ServerHandshake,
+        deadline: float,
+        *,
+        tls_done: bool,
+    ) -> None:
         self.sock = sock
         self.address = address
         self.ip = address[0]
@@ -68,12 +75,18 @@ class PendingHeads:
         ssl_context: read TLS; the TLS handshake runs here too, non-blocking.
     """
 
-    def __init__(self, *, make_handshake: Callable[[Address], ServerHandshake],
-                 selector: selectors.BaseSelector, ready: Ready, timeout: float,
-                 max_pending: int = DEFAULT_MAX_PENDING,
-                 max_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
-                 exempt: Collection[str] = (),
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        make_handshake: Callable[[Address], ServerHandshake],
+        selector: selectors.BaseSelector,
+        ready: Ready,
+        timeout: float,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
+        exempt: Collection[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._make_handshake = make_handshake
         self._selector = selector
         self._ready = ready
@@ -107,14 +120,20 @@ class PendingHeads:
         if not tls_done:
             assert self._ssl_context is not None
             try:
-                sock = self._ssl_context.wrap_socket(sock, server_side=True,
-                                                     do_handshake_on_connect=False)
+                sock = self._ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
             except OSError:
                 audit.log_dropped(client=address, reason="tls_handshake_failed")
                 sock.close()
                 return
-        pending = _Pending(sock, address, self._make_handshake(address),
-                           time.monotonic() + self._timeout, tls_done=tls_done)
+        pending = _Pending(
+            sock,
+            address,
+            self._make_handshake(address),
+            time.monotonic() + self._timeout,
+            tls_done=tls_done,
+        )
         self._all[pending] = None
         self._by_ip.setdefault(ip, {})[pending] = None
         self.advance(pending)  # the head has usually arrived with the connection
@@ -156,8 +175,9 @@ class PendingHeads:
             if not oldest.tls_done:
                 self._drop(oldest, "tls_timeout")
             else:
-                self._hand_over(oldest, oldest.handshake.reject(
-                    RequestTimeout("handshake_timeout")))
+                self._hand_over(
+                    oldest, oldest.handshake.reject(RequestTimeout("handshake_timeout"))
+                )
 
     def drop_oldest(self, reason: str) -> None:
         """Drop the oldest handshake in progress (to make room), logging ``reason``."""
@@ -197,4 +217,3 @@ class PendingHeads:
         if pending.waiting is not None:
             self._selector.unregister(pending.sock)
             pending.waiting = None
-

@@ -30,9 +30,13 @@ REVOCATION_CHANNEL = "wsauth_revocations"
 #: fails at once and is retried on a new connection; tcp_user_timeout drops a connection
 #: whose sent data stays unacknowledged. Neither helps against a server that is up but
 #: frozen (its kernel still acknowledges): the call watchdog covers that case.
-PG_CONNECTION_DEFAULTS = {"keepalives": "1", "keepalives_idle": "10",
-                          "keepalives_interval": "5", "keepalives_count": "3",
-                          "tcp_user_timeout": "15000"}
+PG_CONNECTION_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
 #: Seconds past ``query_timeout`` before the watchdog cuts a call the server did not end.
 CUT_GRACE = 1.0
 
@@ -53,13 +57,13 @@ class PostgresKeyStore(KeyStore):
 
     placeholder = "%s"
 
-    def __init__(self, dsn: str, *, connect_timeout: int = 3,
-                 query_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, connect_timeout: int = 3, query_timeout: float = 5.0) -> None:
         try:
             import psycopg
         except ImportError:
-            raise ConfigurationError("PostgreSQL needs psycopg: pip install "
-                                     "'wsauth_sync[postgres]'") from None
+            raise ConfigurationError(
+                "PostgreSQL needs psycopg: pip install 'wsauth_sync[postgres]'"
+            ) from None
         if connect_timeout <= 0 or query_timeout <= 0:
             raise ConfigurationError("connect_timeout and query_timeout must be positive")
         self._psycopg = psycopg
@@ -69,18 +73,22 @@ class PostgresKeyStore(KeyStore):
         self.query_timeout = query_timeout
         named = psycopg.conninfo.conninfo_to_dict(dsn)
         self._defaults: dict[str, Any] = {
-            name: value for name, value in PG_CONNECTION_DEFAULTS.items() if name not in named}
+            name: value for name, value in PG_CONNECTION_DEFAULTS.items() if name not in named
+        }
         super().__init__()
 
     def _connect(self) -> Any:
-        connection = self._psycopg.connect(self.dsn, connect_timeout=self.connect_timeout,
-                                           **self._defaults)
+        connection = self._psycopg.connect(
+            self.dsn, connect_timeout=self.connect_timeout, **self._defaults
+        )
         try:
             with self._deadline(connection):
                 # The server ends a slow statement (a lock wait, say) itself, cleanly: the
                 # connection stays usable, unlike one whose socket the watchdog cut.
-                connection.execute("SELECT set_config('statement_timeout', %s, false)",
-                                   (str(max(1, round(self.query_timeout * 1000))),))
+                connection.execute(
+                    "SELECT set_config('statement_timeout', %s, false)",
+                    (str(max(1, round(self.query_timeout * 1000))),),
+                )
                 connection.commit()
         except BaseException:
             connection.close()
@@ -89,8 +97,9 @@ class PostgresKeyStore(KeyStore):
 
     @contextmanager
     def _deadline(self, connection: Any) -> Iterator[WatchedCall | None]:
-        call = WATCHDOG.arm(connection.pgconn.socket,
-                            time.monotonic() + self.query_timeout + CUT_GRACE)
+        call = WATCHDOG.arm(
+            connection.pgconn.socket, time.monotonic() + self.query_timeout + CUT_GRACE
+        )
         try:
             yield call
         finally:

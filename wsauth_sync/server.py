@@ -71,11 +71,18 @@ class WebSocketServer:
     #: Extra threads allowed to answer 503 at capacity; past that, sockets are dropped.
     overflow_threads = 16
 
-    def __init__(self, app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
-                 max_connections: int = 256, max_pending: int = DEFAULT_MAX_PENDING,
-                 max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
-                 backlog: int = DEFAULT_BACKLOG,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        app: WebSocketApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        max_connections: int = 256,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP,
+        backlog: int = DEFAULT_BACKLOG,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         if min(max_connections, max_pending, max_pending_per_ip, backlog) < 1:
             raise ConfigurationError("connection, pending and backlog limits must be positive")
         self.app = app
@@ -83,8 +90,9 @@ class WebSocketServer:
         self.max_pending = max_pending
         self.max_pending_per_ip = max_pending_per_ip
         self.ssl_context = ssl_context
-        self._listener = _Listener(fileno=socket.create_server(
-            (host, port), backlog=backlog).detach())
+        self._listener = _Listener(
+            fileno=socket.create_server((host, port), backlog=backlog).detach()
+        )
         self._listener.setblocking(False)
         _warn_if_exposed(app, host, tls=ssl_context is not None)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -114,10 +122,15 @@ class WebSocketServer:
         """Accept connections and read their heads until :meth:`shutdown` is called."""
         with selectors.DefaultSelector() as selector:
             pending = self._pending = PendingHeads(
-                make_handshake=self._handshake, selector=selector, ready=self._ready,
-                timeout=self.app.handshake_timeout, max_pending=self.max_pending,
+                make_handshake=self._handshake,
+                selector=selector,
+                ready=self._ready,
+                timeout=self.app.handshake_timeout,
+                max_pending=self.max_pending,
                 max_per_ip=self.max_pending_per_ip,
-                exempt=self.app.policy.trusted_proxies, ssl_context=self.ssl_context)
+                exempt=self.app.policy.trusted_proxies,
+                ssl_context=self.ssl_context,
+            )
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             previous = self._wake_on_signals()
@@ -195,12 +208,22 @@ class WebSocketServer:
             audit.log_dropped(client=address, reason="server_full")
         else:  # at capacity: answer without reading the request
             handshake = self._handshake(address)
-            self._refuse(sock, address, handshake,
-                         handshake.reject(ServiceUnavailable("server_full", retry_after=1)),
-                         deadline=time.monotonic() + self.app.handshake_timeout)
+            self._refuse(
+                sock,
+                address,
+                handshake,
+                handshake.reject(ServiceUnavailable("server_full", retry_after=1)),
+                deadline=time.monotonic() + self.app.handshake_timeout,
+            )
 
-    def _ready(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
-               head: Head, deadline: float) -> None:
+    def _ready(
+        self,
+        sock: socket.socket,
+        address: Address,
+        handshake: ServerHandshake,
+        head: Head,
+        deadline: float,
+    ) -> None:
         """A head is whole (or refused): decide and serve it on a pooled thread."""
         sock.setblocking(True)
         if head is True:
@@ -213,13 +236,27 @@ class WebSocketServer:
         if head is not True:
             self._refuse(sock, address, handshake, head, deadline=deadline)
             return
-        work = functools.partial(finish_handshake, sock, handshake, head, self.app,
-                                 deadline=deadline, address=address,
-                                 open_connections=self._open)
+        work = functools.partial(
+            finish_handshake,
+            sock,
+            handshake,
+            head,
+            self.app,
+            deadline=deadline,
+            address=address,
+            open_connections=self._open,
+        )
         self._submit(sock, address, handshake, work, refusing=False)
 
-    def _refuse(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
-                rejected: Rejected, *, deadline: float) -> None:
+    def _refuse(
+        self,
+        sock: socket.socket,
+        address: Address,
+        handshake: ServerHandshake,
+        rejected: Rejected,
+        *,
+        deadline: float,
+    ) -> None:
         """Answer a refusal on an overflow thread, which lets the client read all of it;
         with none to spare, answer at once without waiting (the client may see a reset)."""
         with self._lock:
@@ -229,18 +266,33 @@ class WebSocketServer:
         if not spare:
             _answer_now(sock, address, rejected)
             return
-        work = functools.partial(finish_handshake, sock, handshake, rejected, self.app,
-                                 deadline=deadline, address=address)
+        work = functools.partial(
+            finish_handshake,
+            sock,
+            handshake,
+            rejected,
+            self.app,
+            deadline=deadline,
+            address=address,
+        )
         self._submit(sock, address, handshake, work, refusing=True)
 
-    def _submit(self, sock: socket.socket, address: Address, handshake: ServerHandshake,
-                work: Callable[[], None], *, refusing: bool) -> None:
+    def _submit(
+        self,
+        sock: socket.socket,
+        address: Address,
+        handshake: ServerHandshake,
+        work: Callable[[], None],
+        *,
+        refusing: bool,
+    ) -> None:
         try:
             self._workers.submit(functools.partial(self._run, sock, work, refusing))
         except RuntimeError:  # "can't start new thread": out of memory or thread limit
             self._done(refusing=refusing)
-            _answer_now(sock, address, handshake.reject(
-                ServiceUnavailable("no_thread", retry_after=1)))
+            _answer_now(
+                sock, address, handshake.reject(ServiceUnavailable("no_thread", retry_after=1))
+            )
 
     def _run(self, sock: socket.socket, work: Callable[[], None], refusing: bool) -> None:
         try:
@@ -260,8 +312,9 @@ class WebSocketServer:
 
     def start(self) -> WebSocketServer:
         """Run :meth:`serve_forever` in a background thread; returns ``self``."""
-        self._accept_thread = threading.Thread(target=self.serve_forever, daemon=True,
-                                               name="wsauth-accept")
+        self._accept_thread = threading.Thread(
+            target=self.serve_forever, daemon=True, name="wsauth-accept"
+        )
         self._accept_thread.start()
         return self
 
@@ -276,8 +329,10 @@ class WebSocketServer:
         if self._accept_thread is not None:
             self._accept_thread.join()
         self._listener.close()
-        closers = [threading.Thread(target=ws.close, args=(1001, "server shutting down"),
-                                    daemon=True) for ws in list(self._open)]
+        closers = [
+            threading.Thread(target=ws.close, args=(1001, "server shutting down"), daemon=True)
+            for ws in list(self._open)
+        ]
         for closer in closers:
             closer.start()
         deadline = time.monotonic() + self.app.close_timeout + 1.0
@@ -290,8 +345,12 @@ class WebSocketServer:
     def __enter__(self) -> WebSocketServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.shutdown()
 
 
@@ -338,19 +397,33 @@ def exposure_warning(app: WebSocketApp, host: str, *, tls: bool) -> str | None:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    exposed = sorted({source.name for source in app.policy.sources
-                      if isinstance(source, (QueryToken, CookieToken))})
+    exposed = sorted(
+        {
+            source.name
+            for source in app.policy.sources
+            if isinstance(source, (QueryToken, CookieToken))
+        }
+    )
     if tls or loopback or not exposed:
         return None
-    return (f"listening on {host} without TLS with {'/'.join(exposed)} tokens: they travel "
-            "in clear text; use ssl_context (wss://) or a TLS-terminating proxy")
+    return (
+        f"listening on {host} without TLS with {'/'.join(exposed)} tokens: they travel "
+        "in clear text; use ssl_context (wss://) or a TLS-terminating proxy"
+    )
 
 
-def serve(app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 8080,
-          max_connections: int = 256, ssl_context: ssl.SSLContext | None = None) -> None:
+def serve(
+    app: WebSocketApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    max_connections: int = 256,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     """Serve ``app`` in the current thread until interrupted (Ctrl-C)."""
-    server = WebSocketServer(app, host=host, port=port, max_connections=max_connections,
-                             ssl_context=ssl_context)
+    server = WebSocketServer(
+        app, host=host, port=port, max_connections=max_connections, ssl_context=ssl_context
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

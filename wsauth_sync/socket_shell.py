@@ -40,10 +40,15 @@ _DRAIN_SECONDS = 1.0
 _DRAIN_BYTES = 256 * 1024
 
 
-def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketApp, *,
-                  ssl_context: ssl.SSLContext | None = None,
-                  open_connections: MutableSet[WebSocket] | None = None,
-                  on_decided: Callable[[], None] | None = None) -> None:
+def handle_socket(
+    sock: socket.socket,
+    address: Address | None,
+    app: WebSocketApp,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    open_connections: MutableSet[WebSocket] | None = None,
+    on_decided: Callable[[], None] | None = None,
+) -> None:
     """Serve one accepted connection: handshake, authentication, then the handler.
 
     Blocks until the connection ends and always closes ``sock``. Never raises for
@@ -69,8 +74,16 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
             sock = _tls_handshake(sock, ssl_context, deadline, address)
         handshake = ServerHandshake(app.policy, limits=app.head_limits, client=address)
         head = _read_head(sock, handshake, deadline)
-        finish_handshake(sock, handshake, head, app, deadline=deadline, address=address,
-                         open_connections=open_connections, on_decided=on_decided)
+        finish_handshake(
+            sock,
+            handshake,
+            head,
+            app,
+            deadline=deadline,
+            address=address,
+            open_connections=open_connections,
+            on_decided=on_decided,
+        )
         on_decided = None
     except OSError:
         pass  # the peer vanished mid-write, or the TLS handshake failed (logged)
@@ -80,11 +93,17 @@ def handle_socket(sock: socket.socket, address: Address | None, app: WebSocketAp
         sock.close()
 
 
-def finish_handshake(sock: socket.socket, handshake: ServerHandshake,
-                     head: Literal[True] | Rejected, app: WebSocketApp, *, deadline: float,
-                     address: Address | None,
-                     open_connections: MutableSet[WebSocket] | None = None,
-                     on_decided: Callable[[], None] | None = None) -> None:
+def finish_handshake(
+    sock: socket.socket,
+    handshake: ServerHandshake,
+    head: Literal[True] | Rejected,
+    app: WebSocketApp,
+    *,
+    deadline: float,
+    address: Address | None,
+    open_connections: MutableSet[WebSocket] | None = None,
+    on_decided: Callable[[], None] | None = None,
+) -> None:
     """Decide on a head already read into ``handshake``, answer, and run the handler.
 
     ``head`` is what :meth:`ServerHandshake.receive_head` returned: True for a whole
@@ -95,12 +114,19 @@ def finish_handshake(sock: socket.socket, handshake: ServerHandshake,
     del handshake  # the parser is not needed while the WebSocket lives: free it
     if on_decided is not None:
         on_decided()
-    _deliver(sock, decision, app, trailing_data=trailing, address=address,
-             open_connections=open_connections)
+    _deliver(
+        sock,
+        decision,
+        app,
+        trailing_data=trailing,
+        address=address,
+        open_connections=open_connections,
+    )
 
 
-def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float,
-                   address: Address | None) -> ssl.SSLSocket:
+def _tls_handshake(
+    sock: socket.socket, context: ssl.SSLContext, deadline: float, address: Address | None
+) -> ssl.SSLSocket:
     """Wrap ``sock`` in TLS within the handshake deadline; log and re-raise a failure."""
     sock.settimeout(max(0.001, deadline - time.monotonic()))
     try:
@@ -117,8 +143,9 @@ def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float
     return tls
 
 
-def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketApp, *,
-                   buffered: bytes = b"") -> None:
+def handle_request(
+    sock: socket.socket, request: UpgradeRequest, app: WebSocketApp, *, buffered: bytes = b""
+) -> None:
     """Serve a connection whose request head another server has already read.
 
     For accept loops that parse HTTP themselves (``http.server``): the parsed head goes
@@ -140,8 +167,7 @@ def handle_request(sock: socket.socket, request: UpgradeRequest, app: WebSocketA
         pass
 
 
-def decide(handshake: ServerHandshake, app: WebSocketApp,
-           deadline: float) -> Decision | Served:
+def decide(handshake: ServerHandshake, app: WebSocketApp, deadline: float) -> Decision | Served:
     """What every shell answers to a whole head: a page, or the core's decision with the
     app's admission (its caps, and the deadline for a verifier that answered late); on
     the app's ``readable_refusals`` paths a browser's credential refusal becomes a
@@ -182,13 +208,24 @@ def take_buffered(reader: object, sock: socket.socket) -> bytes:
     return reader.read(len(pending)) if pending else b""
 
 
-def _deliver(sock: socket.socket, decision: Decision | Served, app: WebSocketApp, *,
-             trailing_data: bytes, address: Address | None,
-             open_connections: MutableSet[WebSocket] | None = None) -> None:
+def _deliver(
+    sock: socket.socket,
+    decision: Decision | Served,
+    app: WebSocketApp,
+    *,
+    trailing_data: bytes,
+    address: Address | None,
+    open_connections: MutableSet[WebSocket] | None = None,
+) -> None:
     """Send the answer: refuse or serve a page and close, or accept and run the handler."""
     if isinstance(decision, ClosedRefusal):
-        audit.log_rejected(client=address, error=decision.error, request=decision.request,
-                           delivered="close", code=decision.code)
+        audit.log_rejected(
+            client=address,
+            error=decision.error,
+            request=decision.request,
+            delivered="close",
+            code=decision.code,
+        )
         send_close_refusal(sock, decision)
     elif isinstance(decision, Rejected):
         audit.log_rejected(client=address, error=decision.error, request=decision.request)
@@ -197,13 +234,25 @@ def _deliver(sock: socket.socket, decision: Decision | Served, app: WebSocketApp
         audit.log_served(client=address, request=decision.request)
         _send_and_close(sock, decision.response)
     else:
-        serve_accepted(sock, decision, app, trailing_data=trailing_data, address=address,
-                       open_connections=open_connections)
+        serve_accepted(
+            sock,
+            decision,
+            app,
+            trailing_data=trailing_data,
+            address=address,
+            open_connections=open_connections,
+        )
 
 
-def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *,
-                   trailing_data: bytes = b"", address: Address | None = None,
-                   open_connections: MutableSet[WebSocket] | None = None) -> None:
+def serve_accepted(
+    sock: socket.socket,
+    accept: Accept,
+    app: WebSocketApp,
+    *,
+    trailing_data: bytes = b"",
+    address: Address | None = None,
+    open_connections: MutableSet[WebSocket] | None = None,
+) -> None:
     """Send the 101, then run the route's handler on a :class:`WebSocket` until it ends.
 
     Every shell ends here after an :class:`Accept`; the socket is shut down, not closed.
@@ -213,16 +262,21 @@ def serve_accepted(sock: socket.socket, accept: Accept, app: WebSocketApp, *,
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames
         sock.sendall(accept.response)
-        audit.log_accepted(client=address, request=accept.request, identity=accept.identity,
-                           subprotocol=accept.subprotocol)
+        audit.log_accepted(
+            client=address,
+            request=accept.request,
+            identity=accept.identity,
+            subprotocol=accept.subprotocol,
+        )
         ws = app.connection(sock, accept, trailing_data=trailing_data)
         _run_handler(app, ws, address, open_connections)
     finally:
         app.caps.release(accept.identity.subject, app.client_address(accept.request))
 
 
-def _read_head(sock: socket.socket, handshake: ServerHandshake,
-               deadline: float) -> Literal[True] | Rejected:
+def _read_head(
+    sock: socket.socket, handshake: ServerHandshake, deadline: float
+) -> Literal[True] | Rejected:
     # One absolute deadline for the whole head: a client dribbling a byte a second is
     # cut off on time, which per-recv timeouts would never do.
     # The head has usually arrived with the connection: try a non-blocking read first
@@ -280,8 +334,9 @@ def _send_and_close(sock: socket.socket, response: bytes) -> None:
         drained += len(data)
 
 
-def send_close_refusal(sock: socket.socket, refusal: ClosedRefusal, *,
-                       head_sent: bool = False) -> None:
+def send_close_refusal(
+    sock: socket.socket, refusal: ClosedRefusal, *, head_sent: bool = False
+) -> None:
     """Write a readable refusal (101, then Close), wait for the client's Close, end TCP.
 
     What the client sends meanwhile is parsed only to find its Close and is dropped:
@@ -306,8 +361,12 @@ def send_close_refusal(sock: socket.socket, refusal: ClosedRefusal, *,
     sock.shutdown(socket.SHUT_RDWR)
 
 
-def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
-                 open_connections: MutableSet[WebSocket] | None) -> None:
+def _run_handler(
+    app: WebSocketApp,
+    ws: WebSocket,
+    address: Address | None,
+    open_connections: MutableSet[WebSocket] | None,
+) -> None:
     handler = app.routes[ws.request.path]
     started = time.monotonic()
     if open_connections is not None:
@@ -331,5 +390,9 @@ def _run_handler(app: WebSocketApp, ws: WebSocket, address: Address | None,
             open_connections.discard(ws)
         if app.revocations is not None:
             app.revocations.discard(ws)
-        audit.log_closed(client=address, identity=ws.identity, code=ws.close_code or 1006,
-                         duration=time.monotonic() - started)
+        audit.log_closed(
+            client=address,
+            identity=ws.identity,
+            code=ws.close_code or 1006,
+            duration=time.monotonic() - started,
+        )

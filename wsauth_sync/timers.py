@@ -55,8 +55,7 @@ class TimerThread:
             self._due[item] = due
             heapq.heappush(self._heap, (due, next(self._order), weakref.ref(item)))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="wsauth-timers")
+                self._thread = threading.Thread(target=self._run, daemon=True, name="wsauth-timers")
                 self._thread.start()
             if self._heap[0][2]() is item:
                 self._wakeup.notify()

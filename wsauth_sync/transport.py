@@ -338,7 +338,7 @@ class Outbox:
                     return False
                 self._head = memoryview(frame)
             try:
-                count = self._io.write_nowait(self._head[:self._io.write_chunk])
+                count = self._io.write_nowait(self._head[: self._io.write_chunk])
             except OSError:
                 self._head = None  # the connection is over: keep nothing
                 raise

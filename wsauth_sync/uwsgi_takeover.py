@@ -58,8 +58,11 @@ def uwsgi_socket(environ: dict[str, Any]) -> socket.socket | None:
 def uwsgi_unpatched(environ: dict[str, Any]) -> bool:
     """True for uWSGI ``--gevent`` without monkey patching (to say so in the log)."""
     module = _uwsgi(environ)
-    return module is not None and getattr(module, "loop", None) == b"gevent" \
+    return (
+        module is not None
+        and getattr(module, "loop", None) == b"gevent"
         and not _cooperative(module)
+    )
 
 
 def write_head(start_response: Callable[..., Any], response: bytes) -> None:
@@ -70,7 +73,9 @@ def write_head(start_response: Callable[..., Any], response: bytes) -> None:
     """
     lines = response.decode("latin-1").split("\r\n")
     status = lines[0].split(" ", 1)[1]
-    headers = [(name, value.strip()) for name, _, value in
-               (line.partition(":") for line in lines[1:] if line)]
+    headers = [
+        (name, value.strip())
+        for name, _, value in (line.partition(":") for line in lines[1:] if line)
+    ]
     write = start_response(status, headers)
     write(b"")  # an empty write flushes the head now, before any frame

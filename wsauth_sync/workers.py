@@ -29,8 +29,9 @@ class WorkerPool:
         name: thread name prefix.
     """
 
-    def __init__(self, *, keep_idle: int = 64, max_threads: int | None = None,
-                 name: str = "wsauth-conn") -> None:
+    def __init__(
+        self, *, keep_idle: int = 64, max_threads: int | None = None, name: str = "wsauth-conn"
+    ) -> None:
         self.keep_idle = keep_idle
         self.max_threads = max_threads
         self.name = name
@@ -47,8 +48,12 @@ class WorkerPool:
             if self._idle:
                 self._idle -= 1
             elif self.max_threads is None or len(self._threads) < self.max_threads:
-                thread = threading.Thread(target=self._work, args=(job,), daemon=True,
-                                          name=f"{self.name}-{len(self._threads) + 1}")
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(job,),
+                    daemon=True,
+                    name=f"{self.name}-{len(self._threads) + 1}",
+                )
                 self._threads.add(thread)
                 thread.start()
                 return

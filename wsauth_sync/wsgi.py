@@ -64,12 +64,14 @@ SOCKET_KEY = "wsauth_sync.socket"
 #: Environ key for the adapter's buffered reader (bytes read past the head live there).
 INPUT_KEY = "wsauth_sync.input"
 
-SUPPORTED_SERVERS = ("Werkzeug (werkzeug.socket), gunicorn sync/gthread/gevent "
-                     "(gunicorn.socket), cheroot via wsauth_sync.cheroot_gateway.CherootGateway, "
-                     "gevent.pywsgi via wsauth_sync.gevent_gateway.GeventHandler, eventlet.wsgi "
-                     "via wsauth_sync.eventlet_gateway.EventletProtocol, uWSGI --http-socket "
-                     "with --threads or --gevent; gevent and eventlet only once monkey-patched; "
-                     "for http.server use wsauth_sync.handle_request()")
+SUPPORTED_SERVERS = (
+    "Werkzeug (werkzeug.socket), gunicorn sync/gthread/gevent "
+    "(gunicorn.socket), cheroot via wsauth_sync.cheroot_gateway.CherootGateway, "
+    "gevent.pywsgi via wsauth_sync.gevent_gateway.GeventHandler, eventlet.wsgi "
+    "via wsauth_sync.eventlet_gateway.EventletProtocol, uWSGI --http-socket "
+    "with --threads or --gevent; gevent and eventlet only once monkey-patched; "
+    "for http.server use wsauth_sync.handle_request()"
+)
 
 
 class SocketTakenOver(WSAuthError):
@@ -89,15 +91,20 @@ class WebSocketMiddleware:
             token query parameter. Leave on unless you redact those logs yourself.
     """
 
-    def __init__(self, app: WSGIApp, ws_app: WebSocketApp, *,
-                 redact_host_logs: bool = True) -> None:
+    def __init__(
+        self, app: WSGIApp, ws_app: WebSocketApp, *, redact_host_logs: bool = True
+    ) -> None:
         self.app = app
         self.ws_app = ws_app
         self._warned_servers: set[str] = set()
         if redact_host_logs:
-            audit.install_log_redaction(params=[
-                source.param for source in ws_app.policy.sources
-                if isinstance(source, QueryToken)])
+            audit.install_log_redaction(
+                params=[
+                    source.param
+                    for source in ws_app.policy.sources
+                    if isinstance(source, QueryToken)
+                ]
+            )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ_path(environ) not in self.ws_app.routes:
@@ -109,16 +116,22 @@ class WebSocketMiddleware:
             if takeover is not None and takeover[0] == UWSGI_KEY:
                 takeover[1].close()  # our duplicate of uWSGI's descriptor; uWSGI closes its own
 
-    def _upgrade(self, environ: Environ, start_response: StartResponse,
-                 takeover: tuple[str, socket.socket] | None) -> Iterable[bytes]:
+    def _upgrade(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        takeover: tuple[str, socket.socket] | None,
+    ) -> Iterable[bytes]:
         deadline = time.monotonic() + self.ws_app.handshake_timeout
         client = _peer(environ, takeover)
-        handshake = ServerHandshake(self.ws_app.policy, limits=self.ws_app.head_limits,
-                                    client=client)
+        handshake = ServerHandshake(
+            self.ws_app.policy, limits=self.ws_app.head_limits, client=client
+        )
         if takeover is None:
             self._warn_no_takeover(environ)
-            return self._refuse(handshake.reject(NoSocketTakeover("no_socket_takeover")),
-                                start_response, client)
+            return self._refuse(
+                handshake.reject(NoSocketTakeover("no_socket_takeover")), start_response, client
+            )
         try:
             request = UpgradeRequest.from_environ(environ, client=client)
         except HandshakeError as error:
@@ -144,16 +157,19 @@ class WebSocketMiddleware:
                 sock.settimeout(None)  # the connection keeps its own deadlines from here on
                 trailing = _buffered_bytes(environ, key, sock)
                 serving = True  # serve_accepted() releases the caps' slot from here on
-                serve_accepted(sock, decision, self.ws_app, trailing_data=trailing,
-                               address=request.client)
+                serve_accepted(
+                    sock, decision, self.ws_app, trailing_data=trailing, address=request.client
+                )
         finally:
             if not serving:  # reserved by decide() for a connection that never opened
-                self.ws_app.caps.release(decision.identity.subject,
-                                         self.ws_app.client_address(decision.request))
+                self.ws_app.caps.release(
+                    decision.identity.subject, self.ws_app.client_address(decision.request)
+                )
         return _end_request(environ, key, sock)
 
-    def _refuse(self, rejected: Rejected, start_response: StartResponse,
-                client: tuple[str, int] | None) -> list[bytes]:
+    def _refuse(
+        self, rejected: Rejected, start_response: StartResponse, client: tuple[str, int] | None
+    ) -> list[bytes]:
         error = rejected.error
         audit.log_rejected(client=client, error=error, request=rejected.request)
         headers, body = rejection_parts(error, realm=self.ws_app.policy.realm)
@@ -163,13 +179,22 @@ class WebSocketMiddleware:
         start_response(f"{error.status} {error.phrase}", headers)
         return [body]
 
-    def _refuse_with_close(self, refusal: ClosedRefusal, start_response: StartResponse,
-                           takeover: tuple[str, socket.socket],
-                           environ: Environ) -> Iterable[bytes]:
+    def _refuse_with_close(
+        self,
+        refusal: ClosedRefusal,
+        start_response: StartResponse,
+        takeover: tuple[str, socket.socket],
+        environ: Environ,
+    ) -> Iterable[bytes]:
         """A readable refusal: take the socket over to write 101 + Close (no handler)."""
         key, sock = takeover
-        audit.log_rejected(client=_peer(environ, takeover), error=refusal.error,
-                           request=refusal.request, delivered="close", code=refusal.code)
+        audit.log_rejected(
+            client=_peer(environ, takeover),
+            error=refusal.error,
+            request=refusal.request,
+            delivered="close",
+            code=refusal.code,
+        )
         with contextlib.suppress(OSError):  # the client left: nothing more to say
             if key == UWSGI_KEY:
                 write_head(start_response, refusal.head)  # uWSGI writes and logs the 101
@@ -180,9 +205,13 @@ class WebSocketMiddleware:
         server = str(environ.get("SERVER_SOFTWARE", "unknown WSGI server"))
         if server not in self._warned_servers:
             self._warned_servers.add(server)
-            logger.error("WSGI server %r gives no access to its socket%s, so WebSocket "
-                         "upgrades are refused with 501. Supported: %s", server,
-                         _unpatched_hint(environ), SUPPORTED_SERVERS)
+            logger.error(
+                "WSGI server %r gives no access to its socket%s, so WebSocket "
+                "upgrades are refused with 501. Supported: %s",
+                server,
+                _unpatched_hint(environ),
+                SUPPORTED_SERVERS,
+            )
 
 
 def _find_socket(environ: Environ) -> tuple[str, socket.socket] | None:
@@ -216,11 +245,14 @@ def _end_request(environ: Environ, key: str, sock: socket.socket) -> Iterable[by
 def _unpatched_hint(environ: Environ) -> str:
     """Why a green server's socket was not taken, for the ERROR line."""
     offered = [environ.get(key) for key in (SOCKET_KEY, "gunicorn.socket")]
-    if any(sock is not None and not isinstance(sock, socket.socket) for sock in offered) \
-            or uwsgi_unpatched(environ):
-        return (" (a gevent or eventlet socket in a process that is not monkey-patched: "
-                "call gevent.monkey.patch_all() or eventlet.monkey_patch() first, "
-                "uWSGI --gevent-early-monkey-patch)")
+    if any(
+        sock is not None and not isinstance(sock, socket.socket) for sock in offered
+    ) or uwsgi_unpatched(environ):
+        return (
+            " (a gevent or eventlet socket in a process that is not monkey-patched: "
+            "call gevent.monkey.patch_all() or eventlet.monkey_patch() first, "
+            "uWSGI --gevent-early-monkey-patch)"
+        )
     return ""
 
 
@@ -243,4 +275,3 @@ def _buffered_bytes(environ: Environ, key: str, sock: socket.socket) -> bytes:
 
 
 __all__ = ["SocketTakenOver", "WebSocketMiddleware"]
-

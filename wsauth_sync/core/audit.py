@@ -45,8 +45,9 @@ def peer(client: Address | None) -> str:
 def _emit(level: int, event: str, fields: dict[str, Any]) -> None:
     if not logger.isEnabledFor(level):
         return  # no formatting work for a line nobody will see
-    message = " ".join([event, *(f"{name}={_text(value)}" for name, value in fields.items()
-                                 if value is not None)])
+    message = " ".join(
+        [event, *(f"{name}={_text(value)}" for name, value in fields.items() if value is not None)]
+    )
     logger.log(level, message, extra={"wsauth": {"event": event, **fields}})
 
 
@@ -55,17 +56,32 @@ def _origin(request: UpgradeRequest | None) -> str | None:
     return origins[0] if origins else None
 
 
-def log_accepted(*, client: Address | None, request: UpgradeRequest, identity: Identity,
-                 subprotocol: str | None) -> None:
+def log_accepted(
+    *, client: Address | None, request: UpgradeRequest, identity: Identity, subprotocol: str | None
+) -> None:
     """Record an accepted handshake."""
-    _emit(logging.INFO, "accepted", {
-        "peer": peer(client), "path": request.path, "origin": _origin(request),
-        "subject": identity.subject, "source": identity.source, "subprotocol": subprotocol})
+    _emit(
+        logging.INFO,
+        "accepted",
+        {
+            "peer": peer(client),
+            "path": request.path,
+            "origin": _origin(request),
+            "subject": identity.subject,
+            "source": identity.source,
+            "subprotocol": subprotocol,
+        },
+    )
 
 
-def log_rejected(*, client: Address | None, error: HandshakeError,
-                 request: UpgradeRequest | None, delivered: str | None = None,
-                 code: int | None = None) -> None:
+def log_rejected(
+    *,
+    client: Address | None,
+    error: HandshakeError,
+    request: UpgradeRequest | None,
+    delivered: str | None = None,
+    code: int | None = None,
+) -> None:
     """Record a refused handshake with its status and reason code.
 
     Args:
@@ -73,11 +89,21 @@ def log_rejected(*, client: Address | None, error: HandshakeError,
             readable refusal) instead of the HTTP status; the status is logged either way.
     """
     level = logging.WARNING if error.status >= 500 else logging.INFO
-    _emit(level, "rejected", {
-        "peer": peer(client), "status": error.status, "reason": error.reason,
-        "path": request.path if request is not None else None, "origin": _origin(request),
-        "source": error.source, "detail": error.detail, "delivered": delivered,
-        "code": code})
+    _emit(
+        level,
+        "rejected",
+        {
+            "peer": peer(client),
+            "status": error.status,
+            "reason": error.reason,
+            "path": request.path if request is not None else None,
+            "origin": _origin(request),
+            "source": error.source,
+            "detail": error.detail,
+            "delivered": delivered,
+            "code": code,
+        },
+    )
 
 
 def log_served(*, client: Address | None, request: UpgradeRequest) -> None:
@@ -90,21 +116,37 @@ def log_dropped(*, client: Address | None, reason: str) -> None:
     _emit(logging.INFO, "dropped", {"peer": peer(client), "reason": reason})
 
 
-def log_reauthenticated(*, client: Address | None, identity: Identity,
-                        path: str) -> None:
+def log_reauthenticated(*, client: Address | None, identity: Identity, path: str) -> None:
     """Record a fresh credential accepted on an open connection."""
-    _emit(logging.INFO, "reauthenticated", {
-        "peer": peer(client), "path": path, "subject": identity.subject,
-        "expires_at": None if identity.expires_at is None else int(identity.expires_at)})
+    _emit(
+        logging.INFO,
+        "reauthenticated",
+        {
+            "peer": peer(client),
+            "path": path,
+            "subject": identity.subject,
+            "expires_at": None if identity.expires_at is None else int(identity.expires_at),
+        },
+    )
 
 
-def log_reauthentication_failed(*, client: Address | None, subject: str, path: str,
-                                error: HandshakeError) -> None:
+def log_reauthentication_failed(
+    *, client: Address | None, subject: str, path: str, error: HandshakeError
+) -> None:
     """Record a fresh credential refused on an open connection (which then closes)."""
     level = logging.WARNING if error.status >= 500 else logging.INFO
-    _emit(level, "reauthentication_failed", {
-        "peer": peer(client), "path": path, "subject": subject, "status": error.status,
-        "reason": error.reason, "detail": error.detail})
+    _emit(
+        level,
+        "reauthentication_failed",
+        {
+            "peer": peer(client),
+            "path": path,
+            "subject": subject,
+            "status": error.status,
+            "reason": error.reason,
+            "detail": error.detail,
+        },
+    )
 
 
 def log_handler_failed(*, client: Address | None, identity: Identity) -> None:
@@ -114,12 +156,18 @@ def log_handler_failed(*, client: Address | None, identity: Identity) -> None:
     logger.exception("handler failed peer=%s subject=%s", peer(client), _text(identity.subject))
 
 
-def log_closed(*, client: Address | None, identity: Identity, code: int,
-               duration: float) -> None:
+def log_closed(*, client: Address | None, identity: Identity, code: int, duration: float) -> None:
     """Record the end of an accepted connection."""
-    _emit(logging.INFO, "closed", {
-        "peer": peer(client), "subject": identity.subject, "code": code,
-        "duration": f"{duration:.3f}s"})
+    _emit(
+        logging.INFO,
+        "closed",
+        {
+            "peer": peer(client),
+            "subject": identity.subject,
+            "code": code,
+            "duration": f"{duration:.3f}s",
+        },
+    )
 
 
 #: Werkzeug colours its request lines with ANSI escapes around the text.
@@ -129,7 +177,8 @@ _ANSI = r"(?:\x1b\[[0-9;]*m)*"
 #: to the last `` HTTP/`` (or to the end, for HTTP/0.9).
 _REQUEST_LINE = re.compile(
     rf"({_ANSI})([A-Za-z]+ )([/*].*?|[A-Za-z][A-Za-z0-9+.-]*://.*?)((?: HTTP/[0-9.]+)?{_ANSI})",
-    re.DOTALL)
+    re.DOTALL,
+)
 _METHOD_AND_TARGET = re.compile(r"[A-Za-z]+ (?:[/*]|[A-Za-z][A-Za-z0-9+.-]*://)")
 _ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 _WHITESPACE = re.compile(r"(\s+)")
@@ -138,12 +187,21 @@ _PARAM_END = re.compile(r"[&;]")
 #: gunicorn access-log atoms (``%(r)s``, ``%(q)s``, ``%({cookie}i)s``...) by what they hold.
 _LINE_ATOMS = frozenset({"r"})
 _QUERY_ATOMS = frozenset({"q", "{query_string}e"})
-_URL_ATOMS = frozenset({"u", "f", "{raw_uri}e", "{request_uri}e", "{path_info}e",
-                        "{referer}i", "{http_referer}e"})
-_SECRET_ATOMS = frozenset({
-    "{authorization}i", "{proxy-authorization}i", "{cookie}i", "{sec-websocket-protocol}i",
-    "{http_authorization}e", "{http_proxy_authorization}e", "{http_cookie}e",
-    "{http_sec_websocket_protocol}e"})
+_URL_ATOMS = frozenset(
+    {"u", "f", "{raw_uri}e", "{request_uri}e", "{path_info}e", "{referer}i", "{http_referer}e"}
+)
+_SECRET_ATOMS = frozenset(
+    {
+        "{authorization}i",
+        "{proxy-authorization}i",
+        "{cookie}i",
+        "{sec-websocket-protocol}i",
+        "{http_authorization}e",
+        "{http_proxy_authorization}e",
+        "{http_cookie}e",
+        "{http_sec_websocket_protocol}e",
+    }
+)
 
 
 def redact_request_line(line: str, names: Iterable[str] = SENSITIVE_QUERY_PARAMS) -> str:
@@ -192,8 +250,7 @@ def _redact_line_query(line: str, names: Iterable[str]) -> str:
     end = line.rfind(" HTTP/")
     if end < 0:
         return line
-    starts = [index for index in (line.find("?", 0, end), line.find("#", 0, end))
-              if index >= 0]
+    starts = [index for index in (line.find("?", 0, end), line.find("#", 0, end)) if index >= 0]
     if starts:
         cut = min(starts) + 1
         return line[:cut] + redact_params(line[cut:end], names) + line[end:]
@@ -236,8 +293,9 @@ def redact_args(args: Any, names: Iterable[str] = SENSITIVE_QUERY_PARAMS) -> Any
                 safe[key] = _redact_atom(str(key).lower(), value, names)
         return safe
     if isinstance(args, tuple):
-        return tuple(redact_request_line(arg, names) if isinstance(arg, str) else arg
-                     for arg in args)
+        return tuple(
+            redact_request_line(arg, names) if isinstance(arg, str) else arg for arg in args
+        )
     return args
 
 
@@ -253,8 +311,9 @@ def _redact_atom(key: str, value: str, names: Iterable[str]) -> str:
     return redact_text(value, names)
 
 
-def redact_message(msg: object, args: Any = (),
-                   names: Iterable[str] = SENSITIVE_QUERY_PARAMS) -> str:
+def redact_message(
+    msg: object, args: Any = (), names: Iterable[str] = SENSITIVE_QUERY_PARAMS
+) -> str:
     """Format a log message with every token parameter redacted.
 
     The arguments are redacted field by field (:func:`redact_args`), the result is
@@ -298,7 +357,8 @@ class RedactTokens(logging.Filter):
         if record.exc_info and not record.exc_text:
             # Formatters reuse exc_text, so the traceback is redacted once, here.
             record.exc_text = redact_text(
-                logging.Formatter().formatException(record.exc_info), self.params)
+                logging.Formatter().formatException(record.exc_info), self.params
+            )
         return True
 
 

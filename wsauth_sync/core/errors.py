@@ -37,8 +37,9 @@ class HandshakeError(WSAuthError):
     #: failed-authentication budget (:class:`~wsauth_sync.guards.FailedAuthLimiter`).
     failed_authentication: bool = False
 
-    def __init__(self, reason: str, *, source: str | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, source: str | None = None, detail: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.source = source
@@ -157,16 +158,26 @@ class Forbidden(HandshakeError):
 class InsufficientScope(Forbidden):
     """403 ``insufficient_scope``: the credential lacks a scope the path requires."""
 
-    def __init__(self, reason: str, *, scopes: tuple[str, ...] = (), source: str | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        scopes: tuple[str, ...] = (),
+        source: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(reason, source=source, detail=detail)
         self.scopes = scopes
 
     def response_headers(self, *, realm: str = "wsauth") -> Headers:
         # RFC 6750 §3.1: name the scopes needed, never the credential.
         scope = " ".join(self.scopes)
-        return (("WWW-Authenticate",
-                 f'Bearer realm="{realm}", error="insufficient_scope", scope="{scope}"'),)
+        return (
+            (
+                "WWW-Authenticate",
+                f'Bearer realm="{realm}", error="insufficient_scope", scope="{scope}"',
+            ),
+        )
 
 
 class TooManyRequests(HandshakeError):
@@ -174,8 +185,14 @@ class TooManyRequests(HandshakeError):
 
     status = 429
 
-    def __init__(self, reason: str, *, retry_after: int = 1, source: str | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: int = 1,
+        source: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(reason, source=source, detail=detail)
         self.retry_after = retry_after
 
@@ -188,8 +205,14 @@ class ServiceUnavailable(HandshakeError):
 
     status = 503
 
-    def __init__(self, reason: str, *, retry_after: int = 5, source: str | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: int = 5,
+        source: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(reason, source=source, detail=detail)
         self.retry_after = retry_after
 

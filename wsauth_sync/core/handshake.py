@@ -36,9 +36,19 @@ from .request import Address, UpgradeRequest
 
 # The core's whole decision path is importable from here (and from its old home,
 # ``wsauth_sync.handshake``): the policy and its checks live in their own modules.
-__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "DEFAULT_SOURCES", "Accept", "Admit", "ClosedRefusal",
-           "Decision", "FailureLimiter", "HandshakePolicy", "Rejected", "ServerHandshake",
-           "check_upgrade"]
+__all__ = [
+    "DEFAULT_MAX_TOKEN_LENGTH",
+    "DEFAULT_SOURCES",
+    "Accept",
+    "Admit",
+    "ClosedRefusal",
+    "Decision",
+    "FailureLimiter",
+    "HandshakePolicy",
+    "Rejected",
+    "ServerHandshake",
+    "check_upgrade",
+]
 
 #: Called with an :class:`Accept` before its 101 is written; raising a HandshakeError
 #: turns it into that refusal (a cap reached, a deadline passed).
@@ -74,7 +84,7 @@ class ClosedRefusal(Rejected):
     @property
     def head(self) -> bytes:
         """The ``101`` head alone (for a host that writes heads itself: uWSGI)."""
-        return self.response[:len(self.response) - len(self.frame)]
+        return self.response[: len(self.response) - len(self.frame)]
 
     def watch(self) -> PeerClose:
         """A fresh reader that tells when the client's Close has arrived."""
@@ -91,8 +101,13 @@ class ServerHandshake:
     calls :meth:`reject` instead.
     """
 
-    def __init__(self, policy: HandshakePolicy, *, limits: HeadLimits = DEFAULT_HEAD_LIMITS,
-                 client: Address | None = None) -> None:
+    def __init__(
+        self,
+        policy: HandshakePolicy,
+        *,
+        limits: HeadLimits = DEFAULT_HEAD_LIMITS,
+        client: Address | None = None,
+    ) -> None:
         self.policy = policy
         self._reader = RequestReader(limits=limits, client=client)
         self._request: UpgradeRequest | None = None
@@ -155,11 +170,13 @@ class ServerHandshake:
 
     def accept(self, accept: Accept) -> bytes:
         """The ``101 Switching Protocols`` of ``accept`` (its ``response``, once decided)."""
-        return accept.response or self._reader.accept(key=accept.key,
-                                                      subprotocol=accept.subprotocol)
+        return accept.response or self._reader.accept(
+            key=accept.key, subprotocol=accept.subprotocol
+        )
 
-    def respond(self, status: int, reason: str, headers: list[tuple[str, str]],
-                body: bytes) -> bytes:
+    def respond(
+        self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes
+    ) -> bytes:
         """Any other complete response to this request (a page a shell serves for a
         plain GET, say), framed by h11 like the rest; the connection closes after it."""
         return self._reader.respond(status, reason, headers, body)
@@ -169,8 +186,7 @@ class ServerHandshake:
         """Bytes that followed the request head: the client's first frames, if eager."""
         return self._reader.trailing_data
 
-    def close_refusal(self, rejected: Rejected, *,
-                      paths: Collection[str]) -> ClosedRefusal | None:
+    def close_refusal(self, rejected: Rejected, *, paths: Collection[str]) -> ClosedRefusal | None:
         """The refusal as ``101`` then Close(code, reason), when a browser may read it.
 
         Only for a request on one of ``paths`` that carries an ``Origin`` (a browser; other
@@ -185,8 +201,12 @@ class ServerHandshake:
         """
         request = self._request
         close = close_for(rejected.error)
-        if request is None or close is None or request.path not in paths \
-                or not request.get_all("origin"):
+        if (
+            request is None
+            or close is None
+            or request.path not in paths
+            or not request.get_all("origin")
+        ):
             return None
         try:
             key = check_upgrade(request, paths=(request.path,))
@@ -198,9 +218,14 @@ class ServerHandshake:
         reader = RequestReader(limits=self._reader.limits, client=request.client)
         reader.receive_request(request)  # h11 answers this request afresh: a 101 now
         watch = PeerClose(*close)
-        return ClosedRefusal(rejected.error, reader.accept(key=key, subprotocol=subprotocol)
-                             + watch.frame, rejected.request, code=close[0], reason=close[1],
-                             frame=watch.frame)
+        return ClosedRefusal(
+            rejected.error,
+            reader.accept(key=key, subprotocol=subprotocol) + watch.frame,
+            rejected.request,
+            code=close[0],
+            reason=close[1],
+            frame=watch.frame,
+        )
 
     def _refusal_subprotocol(self, request: UpgradeRequest) -> str | None:
         # As for an accepted handshake: the app's own subprotocols first, then the token

@@ -55,8 +55,9 @@ class RequestReader:
         client: peer address, recorded on the request.
     """
 
-    def __init__(self, *, limits: HeadLimits = DEFAULT_HEAD_LIMITS,
-                 client: Address | None = None) -> None:
+    def __init__(
+        self, *, limits: HeadLimits = DEFAULT_HEAD_LIMITS, client: Address | None = None
+    ) -> None:
         self.limits = limits
         self.client = client
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
@@ -170,9 +171,11 @@ class RequestReader:
         if head.count(b"\n") != head.count(b"\r\n"):
             return False
         lines = head.split(b"\r\n")
-        if len(lines) > self.limits.max_headers + 1 or \
-                max(map(len, lines)) + 1 > self.limits.max_line_length or \
-                not _looks_like_request_line(lines[0]):
+        if (
+            len(lines) > self.limits.max_headers + 1
+            or max(map(len, lines)) + 1 > self.limits.max_line_length
+            or not _looks_like_request_line(lines[0])
+        ):
             return False
         self._scanning = False
         return True
@@ -193,17 +196,20 @@ class RequestReader:
         if subprotocol is not None:
             headers.append(("Sec-WebSocket-Protocol", subprotocol))
         event = h11.InformationalResponse(
-            status_code=101, headers=headers, reason=b"Switching Protocols")
+            status_code=101, headers=headers, reason=b"Switching Protocols"
+        )
         return self._answering().send(event) or b""
 
-    def respond(self, status: int, reason: str, headers: list[tuple[str, str]],
-                body: bytes) -> bytes:
+    def respond(
+        self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes
+    ) -> bytes:
         """A complete response with ``body``; the connection closes after it."""
-        response = h11.Response(status_code=status, headers=headers,
-                                reason=reason.encode("ascii"))
+        response = h11.Response(status_code=status, headers=headers, reason=reason.encode("ascii"))
         connection = self._answering()
-        return b"".join(connection.send(event) or b""
-                        for event in (response, h11.Data(data=body), h11.EndOfMessage()))
+        return b"".join(
+            connection.send(event) or b""
+            for event in (response, h11.Data(data=body), h11.EndOfMessage())
+        )
 
     def reject(self, error: HandshakeError, *, realm: str = "wsauth") -> bytes:
         """A complete error response: status, required headers, a short generic body.
@@ -213,18 +219,24 @@ class RequestReader:
         headers, body = rejection_parts(error, realm=realm)
         # The bytes depend only on these and on where h11 is in the exchange: refusals
         # repeat (every bad token gets the same 401), so they are serialized once.
-        state = _STAND_IN_STATE if self._stand_in else (self._h11.our_state,
-                                                         self._h11.their_http_version)
+        state = (
+            _STAND_IN_STATE
+            if self._stand_in
+            else (self._h11.our_state, self._h11.their_http_version)
+        )
         key = (*state, error.status, tuple(headers), body)
         cached = _RESPONSES.get(key)
         if cached is not None:
             return cached
-        response = h11.Response(status_code=error.status, headers=headers,
-                                reason=error.phrase.encode("ascii"))
+        response = h11.Response(
+            status_code=error.status, headers=headers, reason=error.phrase.encode("ascii")
+        )
         connection = self._answering()
         try:
-            data = b"".join(connection.send(event) or b""
-                            for event in (response, h11.Data(data=body), h11.EndOfMessage()))
+            data = b"".join(
+                connection.send(event) or b""
+                for event in (response, h11.Data(data=body), h11.EndOfMessage())
+            )
         except h11.LocalProtocolError:
             data = b""
         if len(_RESPONSES) < _MAX_CACHED_RESPONSES:
@@ -261,8 +273,12 @@ def check_parsed(request: UpgradeRequest, limits: HeadLimits = DEFAULT_HEAD_LIMI
     if total > limits.max_head_size:
         raise HeadersTooLarge("head_too_large")
     try:
-        h11.Request(method=request.method, target=request.target,
-                    headers=list(request.headers), http_version=request.http_version)
+        h11.Request(
+            method=request.method,
+            target=request.target,
+            headers=list(request.headers),
+            http_version=request.http_version,
+        )
     except h11.LocalProtocolError:
         raise BadRequest("malformed_request") from None
 
@@ -271,8 +287,9 @@ def check_parsed(request: UpgradeRequest, limits: HeadLimits = DEFAULT_HEAD_LIMI
 # server parsed, it reads this minimal upgrade request instead: the response bytes depend
 # only on the request's HTTP version and on whether it asked for an upgrade, and this one
 # does both as every request that can get a 101 must.
-_ANSWERED_HEAD = (b"GET / HTTP/1.1\r\nHost: wsauth\r\nConnection: Upgrade\r\n"
-                  b"Upgrade: websocket\r\n\r\n")
+_ANSWERED_HEAD = (
+    b"GET / HTTP/1.1\r\nHost: wsauth\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+)
 
 
 def _answering_connection() -> h11.Connection:
@@ -289,8 +306,9 @@ _STAND_IN_STATE = (_probe.our_state, _probe.their_http_version)
 del _probe
 
 
-def rejection_parts(error: HandshakeError, *,
-                    realm: str = "wsauth") -> tuple[list[tuple[str, str]], bytes]:
+def rejection_parts(
+    error: HandshakeError, *, realm: str = "wsauth"
+) -> tuple[list[tuple[str, str]], bytes]:
     """Headers and body for a refused handshake; shared by the socket and WSGI shells.
 
     The body names the status only: nothing from the request is echoed.
@@ -309,4 +327,3 @@ def _looks_like_request_line(line: bytes) -> bool:
     # RFC 9112 §3: method SP request-target SP HTTP-version
     parts = line.rstrip(b"\r").split(b" ")
     return len(parts) == 3 and all(parts) and parts[2].startswith(b"HTTP/")
-

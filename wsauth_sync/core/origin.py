@@ -28,16 +28,23 @@ def normalize_origin(origin: str) -> str | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
-            or parts.path or parts.query or parts.fragment:
+    if (
+        scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+    ):
         return None
     default = 443 if scheme == "https" else 80
     suffix = "" if port in (None, default) else f":{port}"
     return f"{scheme}://{parts.hostname.lower()}{suffix}"
 
 
-def check_origin(request: UpgradeRequest, *, allowed: frozenset[str] | None,
-                 allow_missing: bool = False) -> None:
+def check_origin(
+    request: UpgradeRequest, *, allowed: frozenset[str] | None, allow_missing: bool = False
+) -> None:
     """Enforce the Origin allowlist (exact match after normalization, no wildcards).
 
     Raises:
@@ -104,7 +111,8 @@ def trusted_proxy_set(proxies: Collection[str]) -> frozenset[str]:
             trusted.add(str(ipaddress.ip_address(proxy)))
         except ValueError:
             raise ConfigurationError(
-                f"trusted proxy is not an IP address or {UNIX_PEER[0]!r}: {proxy!r}") from None
+                f"trusted proxy is not an IP address or {UNIX_PEER[0]!r}: {proxy!r}"
+            ) from None
     return frozenset(trusted)
 
 

@@ -123,25 +123,29 @@ class AuthSettings:
         fix(self, "subprotocols", tuple(self.subprotocols))
         fix(self, "allowed_origins", origin_allowlist(self.allowed_origins))
         fix(self, "trusted_proxies", trusted_proxy_set(self.trusted_proxies))
-        fix(self, "required_scopes", {path: frozenset(scopes) for path, scopes
-                                      in (self.required_scopes or {}).items()})
+        fix(
+            self,
+            "required_scopes",
+            {path: frozenset(scopes) for path, scopes in (self.required_scopes or {}).items()},
+        )
         if not self.sources:
             raise ConfigurationError("at least one token source is needed")
         if self.max_token_length < 1:
             raise ConfigurationError("max_token_length must be positive")
         if '"' in self.realm or "\\" in self.realm:
             raise ConfigurationError("realm must not contain quotes or backslashes")
-        if self.allowed_origins is None and any(isinstance(s, CookieToken)
-                                                for s in self.sources):
+        if self.allowed_origins is None and any(isinstance(s, CookieToken) for s in self.sources):
             # Browsers attach cookies to cross-site WebSocket handshakes (OWASP CSWSH).
             raise ConfigurationError("a cookie token source needs allowed_origins")
-        if any('"' in scope or "\\" in scope or " " in scope
-               for scopes in (self.required_scopes or {}).values() for scope in scopes):
+        if any(
+            '"' in scope or "\\" in scope or " " in scope
+            for scopes in (self.required_scopes or {}).values()
+            for scope in scopes
+        ):
             raise ConfigurationError("scopes are single words without quotes")
 
     @classmethod
-    def from_options(cls, base: AuthSettings | None,
-                     options: Mapping[str, Any]) -> AuthSettings:
+    def from_options(cls, base: AuthSettings | None, options: Mapping[str, Any]) -> AuthSettings:
         """``base`` with the fields named in ``options`` replaced (the flat keyword
         arguments of 0.1, still accepted for one release)."""
         wanted = {name: value for name, value in options.items() if name in _AUTH_FIELDS}
@@ -169,9 +173,15 @@ class HandshakePolicy:
         TypeError: an unknown keyword.
     """
 
-    def __init__(self, *, verifier: Verifier, paths: Collection[str] = ("/ws",),
-                 auth: AuthSettings | None = None, limiter: FailureLimiter | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        verifier: Verifier,
+        paths: Collection[str] = ("/ws",),
+        auth: AuthSettings | None = None,
+        limiter: FailureLimiter | None = None,
+        **options: Any,
+    ) -> None:
         unknown = set(options) - _AUTH_FIELDS
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -190,8 +200,7 @@ class HandshakePolicy:
         self.allowed_origins: frozenset[str] | None = auth.allowed_origins  # type: ignore[assignment]
         self.allow_missing_origin = auth.allow_missing_origin
         self.trusted_proxies: frozenset[str] = auth.trusted_proxies  # type: ignore[assignment]
-        self.required_scopes: dict[str, frozenset[str]] = dict(
-            auth.required_scopes or {})  # type: ignore[arg-type]
+        self.required_scopes: dict[str, frozenset[str]] = dict(auth.required_scopes or {})  # type: ignore[arg-type]
 
     def decide(self, request: UpgradeRequest) -> Accept:
         """Decide on one opening handshake.
@@ -200,8 +209,7 @@ class HandshakePolicy:
             HandshakeError: the request is refused; the error carries the response.
         """
         key = check_upgrade(request, paths=self.paths)
-        check_origin(request, allowed=self.allowed_origins,
-                     allow_missing=self.allow_missing_origin)
+        check_origin(request, allowed=self.allowed_origins, allow_missing=self.allow_missing_origin)
         client = client_ip(request, self.trusted_proxies)
         limiter = self._limiter_for(client)
         if limiter is not None and client is not None:
@@ -260,8 +268,12 @@ class HandshakePolicy:
             raise InvalidToken("credential_changed", source=source)
         needed = self.required_scopes.get(path, frozenset())
         if not needed <= identity.scopes:
-            raise InsufficientScope("insufficient_scope", scopes=tuple(sorted(needed)),
-                                    source=source, detail=identity.subject)
+            raise InsufficientScope(
+                "insufficient_scope",
+                scopes=tuple(sorted(needed)),
+                source=source,
+                detail=identity.subject,
+            )
         return identity
 
     def _limiter_for(self, client: str | None) -> FailureLimiter | None:
@@ -272,10 +284,12 @@ class HandshakePolicy:
             return self.limiter
         if not self._warned_unknown_client:
             self._warned_unknown_client = True
-            logger.warning("client address unknown (a Unix-socket peer not in "
-                           "trusted_proxies, or no peer address): the failed-authentication "
-                           "limiter is skipped for such requests; behind a proxy on a Unix "
-                           "socket set trusted_proxies=['unix'] and forward X-Forwarded-For")
+            logger.warning(
+                "client address unknown (a Unix-socket peer not in "
+                "trusted_proxies, or no peer address): the failed-authentication "
+                "limiter is skipped for such requests; behind a proxy on a Unix "
+                "socket set trusted_proxies=['unix'] and forward X-Forwarded-For"
+            )
         return None
 
     def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
@@ -284,8 +298,9 @@ class HandshakePolicy:
         safe = request.redacted()
         for source in self.sources:
             safe = source.redact(safe)
-        subprotocol = self._select_subprotocol(safe.subprotocols,
-                                               found.source.response_subprotocol(request))
+        subprotocol = self._select_subprotocol(
+            safe.subprotocols, found.source.response_subprotocol(request)
+        )
         if isinstance(found.source, SubprotocolToken) and subprotocol is None:
             # Browsers fail a handshake that offered subprotocols but selected none.
             raise BadRequest("no_subprotocol_to_select", source=name)
@@ -296,10 +311,15 @@ class HandshakePolicy:
         identity = self._verify(found.value, name)
         needed = self.required_scopes.get(request.path, frozenset())
         if not needed <= identity.scopes:
-            raise InsufficientScope("insufficient_scope", scopes=tuple(sorted(needed)),
-                                    source=name, detail=identity.subject)
-        return Accept(request=safe, identity=replace(identity, source=name),
-                      subprotocol=subprotocol, key=key)
+            raise InsufficientScope(
+                "insufficient_scope",
+                scopes=tuple(sorted(needed)),
+                source=name,
+                detail=identity.subject,
+            )
+        return Accept(
+            request=safe, identity=replace(identity, source=name), subprotocol=subprotocol, key=key
+        )
 
     def _select_subprotocol(self, offered: Sequence[str], carrier: str | None) -> str | None:
         # RFC 6455 §4.2.2: at most one value, and only one the client offered; the
@@ -321,9 +341,11 @@ class HandshakePolicy:
             # BaseException: asyncio's CancelledError and gevent's Timeout are not
             # Exceptions, and escaping would end the thread with no answer, printing the
             # exception's text (which may quote the token): keep only its type.
-            raise ServiceUnavailable("verifier_error", source=source,
-                                     detail=type(exc).__name__) from None
+            raise ServiceUnavailable(
+                "verifier_error", source=source, detail=type(exc).__name__
+            ) from None
         if not isinstance(identity, Identity):
-            raise ServiceUnavailable("verifier_error", source=source,
-                                     detail=f"returned {type(identity).__name__}")
+            raise ServiceUnavailable(
+                "verifier_error", source=source, detail=f"returned {type(identity).__name__}"
+            )
         return identity

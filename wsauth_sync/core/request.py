@@ -26,7 +26,8 @@ SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"}
 
 #: Query parameters always redacted from stored targets: the usual names for tokens.
 SENSITIVE_QUERY_PARAMS = frozenset(
-    {"token", "access_token", "id_token", "api_key", "apikey", "jwt"})
+    {"token", "access_token", "id_token", "api_key", "apikey", "jwt"}
+)
 
 Address = tuple[str, int]
 
@@ -75,8 +76,9 @@ class UpgradeRequest:
             BadRequest: a header value or the target holds non-ASCII bytes (400).
         """
         try:
-            headers = tuple((name.decode("ascii"), value.decode("ascii"))
-                            for name, value in event.headers)
+            headers = tuple(
+                (name.decode("ascii"), value.decode("ascii")) for name, value in event.headers
+            )
             target = event.target.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("non_ascii_header") from None
@@ -89,9 +91,15 @@ class UpgradeRequest:
         )
 
     @classmethod
-    def from_fields(cls, *, method: str, target: str, headers: Iterable[tuple[str, str]],
-                    http_version: str = "1.1",
-                    client: Address | None = None) -> UpgradeRequest:
+    def from_fields(
+        cls,
+        *,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        http_version: str = "1.1",
+        client: Address | None = None,
+    ) -> UpgradeRequest:
         """Build from a head another server already parsed (``http.server``, say).
 
         Raises:
@@ -100,12 +108,18 @@ class UpgradeRequest:
         pairs = tuple((name.lower(), value.strip(" \t")) for name, value in headers)
         if not all(text.isascii() for pair in pairs for text in pair) or not target.isascii():
             raise BadRequest("non_ascii_header")
-        return cls(method=method, target=target, headers=pairs,
-                   http_version=http_version.removeprefix("HTTP/"), client=client)
+        return cls(
+            method=method,
+            target=target,
+            headers=pairs,
+            http_version=http_version.removeprefix("HTTP/"),
+            client=client,
+        )
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, Any], *,
-                     client: Address | None = None) -> UpgradeRequest:
+    def from_environ(
+        cls, environ: Mapping[str, Any], *, client: Address | None = None
+    ) -> UpgradeRequest:
         """Build from a WSGI environ (PEP 3333), HTTP version included.
 
         WSGI servers join repeated headers with ``","`` (or keep only the last): a
@@ -117,16 +131,21 @@ class UpgradeRequest:
             client: the peer when the shell knows it better (a Unix socket, say);
                 by default :func:`environ_client`.
         """
-        headers = [(key[5:].replace("_", "-"), value) for key, value in environ.items()
-                   if key.startswith("HTTP_")]
-        for key, name in (("CONTENT_LENGTH", "content-length"),
-                          ("CONTENT_TYPE", "content-type")):
+        headers = [
+            (key[5:].replace("_", "-"), value)
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        ]
+        for key, name in (("CONTENT_LENGTH", "content-length"), ("CONTENT_TYPE", "content-type")):
             if environ.get(key):
                 headers.append((name, environ[key]))
-        return cls.from_fields(method=environ.get("REQUEST_METHOD", ""),
-                               target=_environ_target(environ), headers=headers,
-                               http_version=environ.get("SERVER_PROTOCOL", ""),
-                               client=client or environ_client(environ))
+        return cls.from_fields(
+            method=environ.get("REQUEST_METHOD", ""),
+            target=_environ_target(environ),
+            headers=headers,
+            http_version=environ.get("SERVER_PROTOCOL", ""),
+            client=client or environ_client(environ),
+        )
 
     @property
     def path(self) -> str:
@@ -182,7 +201,8 @@ class UpgradeRequest:
     def declares_body(self) -> bool:
         """True with ``Transfer-Encoding`` or a non-zero ``Content-Length``."""
         return bool(self.get_all("transfer-encoding")) or any(
-            value.strip() != "0" for value in self.get_all("content-length"))
+            value.strip() != "0" for value in self.get_all("content-length")
+        )
 
     @property
     def subprotocols(self) -> list[str]:
@@ -221,8 +241,9 @@ class UpgradeRequest:
         return safe
 
     def _redact(self, names: Iterable[str]) -> UpgradeRequest:
-        headers = tuple((name, REDACTED if name in SENSITIVE_HEADERS else value)
-                        for name, value in self.headers)
+        headers = tuple(
+            (name, REDACTED if name in SENSITIVE_HEADERS else value) for name, value in self.headers
+        )
         return self.replace(target=redact_query(self.target, names), headers=headers)
 
 
@@ -297,8 +318,9 @@ def redact_params(query: str, names: Iterable[str]) -> str:
         return query
     assigns = _assignment(wanted)
     pieces = _SEPARATORS.split(query)  # odd items are the separators themselves
-    return "".join(piece if index % 2 else _redact_param(piece, assigns)
-                   for index, piece in enumerate(pieces))
+    return "".join(
+        piece if index % 2 else _redact_param(piece, assigns) for index, piece in enumerate(pieces)
+    )
 
 
 def assigns_param(text: str, names: Iterable[str]) -> bool:

@@ -133,8 +133,9 @@ class SubprotocolToken(TokenSource):
 
     name = "subprotocol"
 
-    def __init__(self, *, marker: str | None = "bearer",
-                 prefix: str | None = "base64url.bearer.") -> None:
+    def __init__(
+        self, *, marker: str | None = "bearer", prefix: str | None = "base64url.bearer."
+    ) -> None:
         self.marker = marker
         self.prefix = prefix
 
@@ -150,7 +151,7 @@ class SubprotocolToken(TokenSource):
                 marker_seen = entry
                 found.append((offered[index + 1], offered[index + 1]))
             elif self.prefix is not None and entry.startswith(self.prefix):
-                found.append((entry, _decode_base64url(entry[len(self.prefix):], self.name)))
+                found.append((entry, _decode_base64url(entry[len(self.prefix) :], self.name)))
         return marker_seen, found
 
     def __call__(self, request: UpgradeRequest) -> str | None:
@@ -209,6 +210,7 @@ def find_token(request: UpgradeRequest, sources: Sequence[TokenSource]) -> Found
     if not found:
         raise MissingToken("missing_token")
     if len(found) > 1:
-        raise InvalidAuthRequest("token_in_several_places",
-                                 source=",".join(f.source.name for f in found))
+        raise InvalidAuthRequest(
+            "token_in_several_places", source=",".join(f.source.name for f in found)
+        )
     return found[0]

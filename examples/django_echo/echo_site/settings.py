@@ -28,17 +28,25 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 ROOT_URLCONF = "echo_site.urls"
-TEMPLATES = [{
-    "BACKEND": "django.template.backends.django.DjangoTemplates",
-    "DIRS": [BASE_DIR / "templates"],
-    "OPTIONS": {"context_processors": ["django.template.context_processors.request",
-                                       "django.contrib.auth.context_processors.auth"]},
-}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+            ]
+        },
+    }
+]
 WSGI_APPLICATION = "echo_site.wsgi.application"
-DATABASES = {"default": {
-    "ENGINE": "django.db.backends.sqlite3",
-    "NAME": os.environ.get("DJANGO_ECHO_DB", str(BASE_DIR.parent / "db.sqlite3")),
-}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DJANGO_ECHO_DB", str(BASE_DIR.parent / "db.sqlite3")),
+    }
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -51,7 +59,9 @@ LOGGING = {
 }
 
 # The WebSocket settings (read by echo_site.websockets).
-WS_ALLOWED_ORIGINS = [origin.strip() for origin in
-                      os.environ.get("DJANGO_ECHO_ORIGINS", "http://127.0.0.1:8000").split(",")
-                      if origin.strip()]
+WS_ALLOWED_ORIGINS = [
+    origin.strip()
+    for origin in os.environ.get("DJANGO_ECHO_ORIGINS", "http://127.0.0.1:8000").split(",")
+    if origin.strip()
+]
 WS_JWT_SECRET = os.environ.get("DJANGO_ECHO_JWT_SECRET", "")

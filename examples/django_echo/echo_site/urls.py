@@ -8,8 +8,10 @@ from django.urls import include, path
 
 def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        return HttpResponse(f"Logged in as {request.user.get_username()}. WebSocket: /ws\n",
-                            content_type="text/plain")
+        return HttpResponse(
+            f"Logged in as {request.user.get_username()}. WebSocket: /ws\n",
+            content_type="text/plain",
+        )
     return HttpResponse("Not logged in: /accounts/login/\n", content_type="text/plain")
 
 

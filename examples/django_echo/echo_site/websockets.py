@@ -53,9 +53,11 @@ class DjangoSessionVerifier:
             if not user.is_authenticated or not user.is_active:
                 raise InvalidToken("no_django_session")
             groups = sorted(user.groups.values_list("name", flat=True))
-            return Identity(subject=user.get_username(),
-                            claims={"groups": groups, "user_id": user.pk},
-                            expires_at=session.get_expiry_date().timestamp())
+            return Identity(
+                subject=user.get_username(),
+                claims={"groups": groups, "user_id": user.pk},
+                expires_at=session.get_expiry_date().timestamp(),
+            )
         finally:
             db.connections.close_all()
 
@@ -82,7 +84,6 @@ def api_websockets() -> WebSocketApp:
     """``/api/ws``: a JWT in ``Authorization: Bearer`` (HS256, audience ``echo-api``)."""
     return WebSocketApp(
         {"/api/ws": greet},
-        verifier=JWTVerifier(key=settings.WS_JWT_SECRET, algorithms=["HS256"],
-                             audience="echo-api"),
+        verifier=JWTVerifier(key=settings.WS_JWT_SECRET, algorithms=["HS256"], audience="echo-api"),
         sources=[BearerToken()],
     )
