@@ -25,6 +25,7 @@ from typing import Literal, Union
 from .core import audit
 from .core.errors import RequestTimeout
 from .core.handshake import Rejected, ServerHandshake
+from .core.http11 import HEAD_READ_SIZE as _READ_SIZE
 from .core.request import Address
 
 #: Handshakes in progress at once by default (memory, not threads: a few KiB each).
@@ -32,7 +33,6 @@ DEFAULT_MAX_PENDING = 1024
 #: Handshakes in progress from one client address by default.
 DEFAULT_MAX_PENDING_PER_IP = 64
 
-_READ_SIZE = 16 * 1024
 
 Head = Union[Literal[True], Rejected]  # a runtime alias: "|" needs Python 3.10
 #: Called (on the accept thread) when a head is whole or refused: hand it to a thread.

@@ -3,7 +3,7 @@
 :func:`handle_socket` takes a socket nothing has been read from: it reads the head under
 one absolute deadline (TLS included), asks the core, answers, and runs the handler.
 :func:`handle_request` does the same for a socket whose head another server has parsed
-(``http.server``); the WSGI middleware uses :func:`decide_parsed` and
+(``http.server``); the WSGI middleware uses :func:`decide` and
 :func:`serve_accepted` the same way. Whatever the entry, a refusal is written by the
 same :class:`~wsauth_sync.core.handshake.ServerHandshake`, so the bytes are identical.
 """
@@ -27,13 +27,13 @@ from .core.errors import (
     ServiceUnavailable,
 )
 from .core.handshake import Accept, ClosedRefusal, Decision, Rejected, ServerHandshake
+from .core.http11 import HEAD_READ_SIZE as _READ_SIZE
 from .core.request import UNIX_PEER, Address, UpgradeRequest
 from .pages import Served, serve_page
 
 logger = logging.getLogger("wsauth_sync")
 
 
-_READ_SIZE = 16 * 1024
 # After a refusal: how long and how much to drain so the client reads the response
 # instead of a reset (closing with unread input makes the kernel send RST).
 _DRAIN_SECONDS = 1.0

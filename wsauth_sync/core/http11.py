@@ -39,6 +39,9 @@ class HeadLimits:
 
 DEFAULT_HEAD_LIMITS = HeadLimits()
 
+#: Bytes asked for per read while a head arrives: a whole default head in one read.
+HEAD_READ_SIZE = DEFAULT_HEAD_LIMITS.max_head_size
+
 # RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT
 _HTTP_VERSION = re.compile(r"[0-9]\.[0-9]")
 
