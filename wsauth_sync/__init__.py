@@ -45,6 +45,7 @@ from .core.errors import (
 )
 from .core.handshake import Accept, HandshakePolicy, Rejected, ServerHandshake, check_upgrade
 from .core.http11 import HeadLimits
+from .core.policy import AuthSettings
 from .core.request import UpgradeRequest
 from .core.sources import (
     BearerToken,
@@ -58,6 +59,7 @@ from .core.verifiers import CallableVerifier, Identity, StaticTokens, Verifier
 from .guards import FailedAuthLimiter, RevocationWatch
 from .jwt_verifier import JWTVerifier
 from .keystore import KeyStore, SQLiteKeyStore, open_keystore
+from .limits import ConnectionLimits
 from .pgstore import PostgresKeyStore
 from .server import WebSocketServer, serve
 from .socket_shell import handle_request, handle_socket, take_buffered
@@ -79,12 +81,14 @@ _LAZY = {
 
 __all__ = [
     "Accept",
+    "AuthSettings",
     "AuthenticationFailed",
     "BadRequest",
     "BearerToken",
     "CallableVerifier",
     "ConfigurationError",
     "ConnectionClosed",
+    "ConnectionLimits",
     "CookieToken",
     "FailedAuthLimiter",
     "Forbidden",
