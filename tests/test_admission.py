@@ -105,9 +105,13 @@ def test_tls_record_stalled_after_the_handshake_is_cut_off_at_the_deadline(
     assert wait_for(lambda: caplog.text.count("status=408 reason=handshake_timeout") == 20)
 
 
-def test_handle_socket_bounds_tls_reads_by_the_deadline(ca: trustme.CA) -> None:
-    """The same stall against handle_socket() in a caller's own accept loop."""
-    app = make_app(handshake_timeout=1.0)
+@contextlib.contextmanager
+def one_tls_connection(
+    ca: trustme.CA, handshake_timeout: float
+) -> Iterator[tuple[socket.socket, threading.Thread, list[float]]]:
+    """A caller's own accept loop handing one TLS connection to handle_socket(); yields the
+    listener, the serving thread, and the time it returned (once it has)."""
+    app = make_app(handshake_timeout=handshake_timeout)
     context = server_context(ca)
     listener = socket.create_server(("127.0.0.1", 0))
     finished: list[float] = []
@@ -119,47 +123,44 @@ def test_handle_socket_bounds_tls_reads_by_the_deadline(ca: trustme.CA) -> None:
 
     thread = threading.Thread(target=serve_one, daemon=True)
     thread.start()
-    tls = stall_inside_a_record(listener.getsockname(), ca)
     try:
-        started = time.monotonic()
-        thread.join(4.0)
-        assert finished and finished[0] - started < 3.0
+        yield listener, thread, finished
     finally:
-        tls.close()
         listener.close()
+
+
+def test_handle_socket_bounds_tls_reads_by_the_deadline(ca: trustme.CA) -> None:
+    """The same stall against handle_socket() in a caller's own accept loop."""
+    with one_tls_connection(ca, 1.0) as (listener, thread, finished):
+        tls = stall_inside_a_record(listener.getsockname(), ca)
+        try:
+            started = time.monotonic()
+            thread.join(4.0)
+            assert finished and finished[0] - started < 3.0
+        finally:
+            tls.close()
 
 
 def test_refused_tls_client_stalling_during_the_drain_does_not_hold_the_thread(
     ca: trustme.CA,
 ) -> None:
     """A bad token gets its 401; a record stalled afterwards must not hold the thread."""
-    app = make_app(handshake_timeout=5.0)
-    context = server_context(ca)
-    listener = socket.create_server(("127.0.0.1", 0))
-    finished: list[float] = []
-
-    def serve_one() -> None:
-        sock, address = listener.accept()
-        handle_socket(sock, address, app, ssl_context=context)
-        finished.append(time.monotonic())
-
-    thread = threading.Thread(target=serve_one, daemon=True)
-    thread.start()
-    context_c = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(context_c)
-    tls = context_c.wrap_socket(
-        socket.create_connection(listener.getsockname(), timeout=5), server_hostname="127.0.0.1"
-    )
-    try:
-        tls.sendall(handshake_bytes("/ws?token=wrong"))
-        assert tls.recv(4096).startswith(b"HTTP/1.1 401 ")
-        socket.socket.sendall(tls, b"\x17\x03\x03\x00\x40abc")  # stall while drained
-        started = time.monotonic()
-        thread.join(4.0)
-        assert finished and finished[0] - started < 3.0  # the drain is 1 s at most
-    finally:
-        tls.close()
-        listener.close()
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client)
+    with one_tls_connection(ca, 5.0) as (listener, thread, finished):
+        tls = client.wrap_socket(
+            socket.create_connection(listener.getsockname(), timeout=5),
+            server_hostname="127.0.0.1",
+        )
+        try:
+            tls.sendall(handshake_bytes("/ws?token=wrong"))
+            assert tls.recv(4096).startswith(b"HTTP/1.1 401 ")
+            socket.socket.sendall(tls, b"\x17\x03\x03\x00\x40abc")  # stall while drained
+            started = time.monotonic()
+            thread.join(4.0)
+            assert finished and finished[0] - started < 3.0  # the drain is 1 s at most
+        finally:
+            tls.close()
 
 
 # -- pending handshakes: attackers holding slots, bursts behind a proxy -------------------------

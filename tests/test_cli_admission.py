@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from helpers import SECRET, handshake_bytes, read_until_closed, wait_for
+from helpers import SECRET, handshake_bytes, read_head, read_until_closed, wait_for
 from test_cli import echo_command, listening
 
 OTHER = "another-token-for-bob"
@@ -29,10 +29,7 @@ def open_ws(
     """A raw handshake; the socket (left open) and the response head."""
     sock = socket.create_connection(where, timeout=5, source_address=(source, 0))
     sock.sendall(handshake_bytes(f"/ws?token={token}", extra=extra))
-    head = b""
-    while b"\r\n\r\n" not in head and (chunk := sock.recv(1)):
-        head += chunk
-    return sock, head
+    return sock, read_head(sock)
 
 
 @contextlib.contextmanager
@@ -187,12 +184,7 @@ def test_a_thousand_connections_opened_at_once_are_all_held() -> None:
             sock = socket.create_connection(where, timeout=10)
             sock.sendall(request)
             socks.append(sock)
-        heads = []
-        for sock in socks:
-            head = b""
-            while b"\r\n\r\n" not in head and (chunk := sock.recv(1)):
-                head += chunk
-            heads.append(head.split(b"\r\n", 1)[0])
+        heads = [read_head(sock).split(b"\r\n", 1)[0] for sock in socks]
     assert heads == [b"HTTP/1.1 101 Switching Protocols"] * 1000
 
 
