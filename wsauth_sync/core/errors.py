@@ -180,44 +180,38 @@ class InsufficientScope(Forbidden):
         )
 
 
-class TooManyRequests(HandshakeError):
-    """429: too many failed handshakes from this client; retry later."""
+class RetryLater(HandshakeError):
+    """A refusal that says when to try again: ``Retry-After`` (RFC 9110 §10.2.3)."""
+
+    #: Seconds to wait, when the raiser does not say.
+    default_retry_after = 1
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: int | None = None,
+        source: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(reason, source=source, detail=detail)
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
+
+    def response_headers(self, *, realm: str = "wsauth") -> Headers:
+        return (("Retry-After", str(self.retry_after)),)
+
+
+class TooManyRequests(RetryLater):
+    """429: too many failed handshakes (or connections) from this client; retry later."""
 
     status = 429
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retry_after: int = 1,
-        source: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        super().__init__(reason, source=source, detail=detail)
-        self.retry_after = retry_after
 
-    def response_headers(self, *, realm: str = "wsauth") -> Headers:
-        return (("Retry-After", str(self.retry_after)),)
-
-
-class ServiceUnavailable(HandshakeError):
+class ServiceUnavailable(RetryLater):
     """503: we cannot decide now (verifier down, server full); fail closed, retry later."""
 
     status = 503
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retry_after: int = 5,
-        source: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        super().__init__(reason, source=source, detail=detail)
-        self.retry_after = retry_after
-
-    def response_headers(self, *, realm: str = "wsauth") -> Headers:
-        return (("Retry-After", str(self.retry_after)),)
+    default_retry_after = 5
 
 
 class UnverifiableToken(ServiceUnavailable):
