@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from helpers import running
+from jwks_server import KeyServer
 
 from wsauth_sync import WebSocketServer
 
@@ -22,6 +23,17 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture every wsauth_sync log record, at every level."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture
+def keys() -> Iterator[KeyServer]:
+    """A local JWK Set server on 127.0.0.1 publishing key ``k1`` (see jwks_server.py)."""
+    server = KeyServer()
+    server.add_key("k1")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import concurrent.futures
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -28,16 +27,6 @@ from wsauth_sync import (
     ServiceUnavailable,
 )
 from wsauth_sync.echo import WELCOME
-
-
-@pytest.fixture
-def keys() -> Iterator[KeyServer]:
-    server = KeyServer()
-    server.add_key("k1")
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def verifier(keys: KeyServer, **options: Any) -> JWTVerifier:

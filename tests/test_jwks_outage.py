@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -28,16 +27,6 @@ OUTAGES = ("status_500", "hang", "refused", "dropped", "garbage", "not_an_object
 WITHDRAWALS = ("empty", "other_family")
 
 FORGER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture
-def keys() -> Iterator[KeyServer]:
-    server = KeyServer()
-    server.add_key("k1")
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def verifier(keys: KeyServer, **options: Any) -> JWTVerifier:
