@@ -279,7 +279,12 @@ def test_while_the_feed_is_down_checks_still_close_within_the_interval_and_it_re
 
 
 class PollOnly:
-    """The store without its feed: only the periodic checks report revocations."""
+    """The store without its feed: only the periodic checks report revocations.
+
+    It delegates through ``__getattr__`` as users' wrappers (metrics, logging) do, which
+    also proves the app still finds ``revoked_after`` on such a wrapper: since Python 3.12
+    ``isinstance()`` on a runtime-checkable Protocol no longer does.
+    """
 
     def __init__(self, store: KeyStore) -> None:
         self.store = store

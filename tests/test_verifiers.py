@@ -259,3 +259,32 @@ def test_expired_and_forged_tokens_get_identical_responses() -> None:
     assert results[0].response == results[1].response
     assert parse_response(results[0].response)[0] == 401
     assert (results[0].error.reason, results[1].error.reason) == ("expired", "bad_signature")
+
+
+# -- what the app learns from a verifier's attributes ---------------------------------------
+
+
+class Delegating:
+    """A user's wrapper (metrics, logging) that forwards every attribute it lacks."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __call__(self, token: str, /) -> Identity:
+        return self.inner(token)  # type: ignore[operator, no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_delegating_wrapper_keeps_what_its_verifier_declares(tmp_path: Any) -> None:
+    from wsauth_sync.core.verifiers import may_block, revocation_source
+    from wsauth_sync.keystore import SQLiteKeyStore
+
+    store = SQLiteKeyStore(str(tmp_path / "keys.db"))
+    wrapped_store, wrapped_static = Delegating(store), Delegating(StaticTokens({"t" * 16: "a"}))
+    # Same answers on every Python (3.12 changed isinstance() on runtime-checkable
+    # Protocols to ignore __getattr__): revocations are watched, a static table is inline.
+    assert revocation_source(wrapped_store) is wrapped_store
+    assert revocation_source(wrapped_static) is None
+    assert may_block(wrapped_store) and not may_block(wrapped_static)

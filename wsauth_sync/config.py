@@ -24,7 +24,7 @@ from .core.http11 import DEFAULT_HEAD_LIMITS, HeadLimits
 from .core.origin import client_ip
 from .core.policy import Accept, AuthSettings, FailureLimiter, HandshakePolicy
 from .core.request import UpgradeRequest
-from .core.verifiers import Identity, RevocationSource, Verifier, may_block
+from .core.verifiers import Identity, Verifier, may_block, revocation_source
 from .guards import FailedAuthLimiter, RevocationWatch, TimeLimitedVerifier
 from .limits import ConnectionLimits
 from .pages import Page
@@ -115,10 +115,9 @@ class WebSocketApp:
         if isinstance(readable_refusals, str) or not set(readable_refusals) <= set(routes):
             raise ConfigurationError("readable_refusals must be a collection of route paths")
         self.verifier = verifier
+        source = revocation_source(verifier)
         self.revocations = (
-            RevocationWatch(verifier, interval=revocation_interval)
-            if isinstance(verifier, RevocationSource)
-            else None
+            RevocationWatch(source, interval=revocation_interval) if source is not None else None
         )
         if verify_timeout is not None and may_block(verifier):
             # Only verifiers that may wait on I/O pay for the hop to a time-limited thread.

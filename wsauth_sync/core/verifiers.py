@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast
 
 from .errors import ConfigurationError, InvalidToken
 
@@ -47,7 +47,6 @@ class Identity:
         return frozenset()
 
 
-@runtime_checkable
 class RevocationSource(Protocol):
     """A verifier that can tell which credentials were revoked (see :mod:`.keystore`).
 
@@ -90,7 +89,6 @@ class Verifier(Protocol):
     def __call__(self, token: str, /) -> Identity: ...
 
 
-@runtime_checkable
 class NonBlocking(Protocol):
     """A verifier that says whether it may wait on I/O (``blocking``).
 
@@ -101,9 +99,22 @@ class NonBlocking(Protocol):
     blocking: bool
 
 
+# These two look attributes up with getattr, not isinstance() on a runtime-checkable
+# Protocol: since Python 3.12 that isinstance() ignores what a wrapper provides through
+# __getattr__, so a delegating wrapper around a key store would silently lose its
+# revocation checks on 3.12 and keep them on 3.11. getattr answers alike on every version.
+
+
 def may_block(verifier: object) -> bool:
     """True unless ``verifier`` declares ``blocking = False`` (see :class:`NonBlocking`)."""
-    return not isinstance(verifier, NonBlocking) or bool(verifier.blocking)
+    return bool(getattr(verifier, "blocking", True))
+
+
+def revocation_source(verifier: object) -> RevocationSource | None:
+    """``verifier`` if it reports revocations (a ``revoked_after`` method), else None."""
+    if callable(getattr(verifier, "revoked_after", None)):
+        return cast(RevocationSource, verifier)
+    return None
 
 
 def _digest(token: str) -> bytes:
