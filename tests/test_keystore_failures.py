@@ -106,6 +106,45 @@ def closed_with(ws: object, timeout: float) -> tuple[int, str, float]:
     return info.value.rcvd.code, info.value.rcvd.reason, time.monotonic() - started
 
 
+def client_backends(pg: Cluster) -> int:
+    """Connections the database holds open for clients, not counting this one."""
+    import psycopg
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_verifier_thread_that_ends_gives_its_connection_back(pg: Cluster) -> None:
+    # A server's verifier threads come and go; each opened a connection of its own. Left to
+    # the garbage collector, every one stays open on the database (and Python 3.13 warns).
+    [(key, _)] = create(pg, "svc-threads")
+    store = PostgresKeyStore(dsn(pg))
+    before = client_backends(pg)
+    opened, counted = threading.Barrier(21, timeout=30), threading.Barrier(21, timeout=30)
+
+    def verify_once() -> None:
+        assert store(key).subject == "svc-threads"
+        opened.wait()  # all 20 connections are open at once...
+        counted.wait()  # ...and seen by the database before any thread ends
+
+    threads = [threading.Thread(target=verify_once) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    opened.wait()
+    during = client_backends(pg)
+    counted.wait()
+    assert during >= before + 20
+    for thread in threads:
+        thread.join(30)
+    assert wait_for(lambda: client_backends(pg) <= before, timeout=10), client_backends(pg)
+    assert store(key).subject == "svc-threads"  # the store itself goes on
+
+
 # -- restarts and outages ------------------------------------------------------------------
 
 

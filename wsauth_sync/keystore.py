@@ -28,6 +28,7 @@ import sqlite3
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -107,10 +108,33 @@ def _key_id(token: str) -> str | None:
     return key_id
 
 
+class _Held:
+    """One thread's connection, closed when the thread ends or the store is dropped.
+
+    The thread's local storage holds the only reference: when it goes, the finalizer
+    closes the connection instead of leaving it to the garbage collector (which Python
+    3.13's sqlite3 and psycopg report as a ``ResourceWarning``). Verifier threads come
+    and go with connections, so a long-running server would otherwise hold one open
+    database connection per thread that ever verified a key, until a collection.
+    """
+
+    __slots__ = ("__weakref__", "close", "connection")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.close = weakref.finalize(self, _close_quietly, connection)
+
+
+def _close_quietly(connection: Any) -> None:
+    with suppress(Exception):
+        connection.close()
+
+
 class KeyStore:
     """API keys in a database reached through DB-API connections, one per thread.
 
     Use :func:`open_keystore` (a path or a ``postgresql://`` DSN) rather than this base.
+    A thread's connection is closed when the thread ends (or by :meth:`close_connection`).
     """
 
     #: The backend's parameter placeholder.
@@ -146,9 +170,10 @@ class KeyStore:
 
         A database error drops the thread's connection: the next call opens a new one.
         """
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = self._connect()
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = _Held(self._connect())
+        connection = held.connection
         call = None
         try:
             with self._deadline(connection) as call:
@@ -177,7 +202,7 @@ class KeyStore:
         After a database restart every thread's connection fails on its next use: for a
         read or an idempotent write that costs a reconnect instead of a 503.
         """
-        reused = getattr(self._local, "connection", None) is not None
+        reused = getattr(self._local, "held", None) is not None
         try:
             with self._cursor() as cursor:
                 return work(cursor)
@@ -196,10 +221,9 @@ class KeyStore:
 
     def close_connection(self) -> None:
         """Close the calling thread's connection, if it has one (a thread about to end)."""
-        connection, self._local.connection = getattr(self._local, "connection", None), None
-        if connection is not None:
-            with suppress(Exception):
-                connection.close()
+        held, self._local.held = getattr(self._local, "held", None), None
+        if held is not None:
+            held.close()
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.placeholder)
@@ -342,7 +366,9 @@ class SQLiteKeyStore(KeyStore):
         super().__init__()
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=5.0)
+        # Used by one thread only; check_same_thread=False lets the finalizer close it
+        # from whichever thread drops the store.
+        connection = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA busy_timeout=5000")
         return connection
