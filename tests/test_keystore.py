@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def test_required_scopes_per_path(store: KeyStore) -> None:
 def test_database_error_is_503(tmp_path: Path) -> None:
     store = SQLiteKeyStore(str(tmp_path / "keys.db"))
     key, _ = store.create("service-a")
-    with sqlite3.connect(tmp_path / "keys.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "keys.db")) as db:
         db.execute("DROP TABLE wsauth_keys")
     with pytest.raises(ServiceUnavailable) as info:
         store(key)
