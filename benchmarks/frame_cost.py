@@ -172,6 +172,65 @@ def handshake_costs(secret: str, token: str, count: int) -> dict[str, float]:
     }
 
 
+def wsgi_refusal_cost(secret: str, count: int) -> float:
+    """µs for the WSGI middleware to refuse a bad token in-process: the environ gunicorn
+    builds for W4's request, the decision, the refusal through ``start_response``."""
+    import socket
+
+    from wsauth_sync import JWTVerifier, QueryToken, WebSocketApp
+    from wsauth_sync.echo import echo
+    from wsauth_sync.wsgi import WebSocketMiddleware
+
+    middleware = WebSocketMiddleware(
+        lambda environ, start_response: [],
+        WebSocketApp(
+            {"/ws": echo},
+            verifier=JWTVerifier(key=secret, algorithms=["HS256"]),
+            sources=[QueryToken()],
+            limiter=None,
+            max_connections_per_identity=None,
+            max_connections_per_ip=None,
+        ),
+        redact_host_logs=False,
+    )
+    ours, theirs = socket.socketpair()  # the socket the host would offer for a takeover
+    base = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/ws",
+        "QUERY_STRING": "token=not-a-valid-token",
+        "RAW_URI": "/ws?token=not-a-valid-token",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50000",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_SOFTWARE": "gunicorn",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_CONNECTION": "Upgrade",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_SEC_WEBSOCKET_VERSION": "13",
+        "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+        "HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate; client_max_window_bits",
+        "wsgi.url_scheme": "http",
+        "gunicorn.socket": ours,
+    }
+    answered: list[str] = []
+
+    def start_response(status: str, headers: object, exc_info: object = None) -> None:
+        answered.append(status)
+
+    def run() -> None:
+        middleware(dict(base), start_response)
+
+    try:
+        cost = per_call(run, count)
+    finally:
+        ours.close()
+        theirs.close()
+    assert set(answered) == {"401 Unauthorized"}, set(answered)
+    return cost
+
+
 def main() -> None:
     def show(label: str, microseconds: float) -> None:
         print(f"  {label:<32}{microseconds:8.1f} µs")
@@ -189,6 +248,8 @@ def main() -> None:
         show("websockets:", per_call(websockets_round_trip(workload, frame), count))
     print("Many small fragments (64-byte text fragments)")
     show("wsproto, per fragment:", fragment_cost(20))
+    print("The WSGI middleware refusing a bad token, in-process")
+    show("wsauth_sync WSGI refusal:", wsgi_refusal_cost("s" * 32, 2000))
 
 
 if __name__ == "__main__":

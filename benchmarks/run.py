@@ -91,8 +91,15 @@ SERVERS["gunicorn gthread alone (bare 401 app, W4 floor)"] = [
     *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1],
     "servers:refusing_wsgi_app()",
 ]
+# The same, spending as much CPU in-process as the middleware's refusal (W4 only).
+SERVERS["gunicorn gthread + 85 µs of Python per request (W4 calibration)"] = [
+    *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1],
+    "servers:spending_wsgi_app(85)",
+]
 CLI = "wsauth_sync CLI (python -m wsauth_sync echo)"
 GUNICORN_ALONE = "gunicorn gthread alone (bare 401 app, W4 floor)"
+CALIBRATION = "gunicorn gthread + 85 µs of Python per request (W4 calibration)"
+W4_ONLY = (GUNICORN_ALONE, CALIBRATION)
 RAW = "raw threaded TCP echo"
 BASELINE = "websockets sync"
 WORKLOADS = ["W1", "W2", "W3", "W4", "W6", "W5"]
@@ -267,7 +274,7 @@ def measure(
                     seconds,
                 )
             return results
-        if name == GUNICORN_ALONE:
+        if name in W4_ONLY:
             workloads = [w for w in workloads if w == "W4"]
         for workload in [w for w in WORKLOADS[:-1] if w in workloads]:
             results[workload] = timed_loadgen(
@@ -283,7 +290,7 @@ def measure(
             )
     finally:
         stop(process)
-    if name in (CLI, GUNICORN_ALONE) or "W5" not in workloads:
+    if name in (CLI, *W4_ONLY) or "W5" not in workloads:
         return results  # its per-address cap refuses 1000 idle connections from one address
     process, port = start(name)  # a fresh process, so RSS growth is the idle sockets only
     try:
@@ -459,6 +466,17 @@ def floors(medians: dict[str, dict[str, float | None]], framing: dict[str, float
         ours.get("W6 µs CPU/op"),
     )
     row("W4 WSGI refusal", alone.get("W4 µs CPU/op"), 0.0, wsgi.get("W4 µs CPU/op"))
+    spent, bare = medians.get(CALIBRATION, {}).get("W4 µs CPU/op"), alone.get("W4 µs CPU/op")
+    mine = wsgi.get("W4 µs CPU/op")
+    if spent is not None and bare is not None and mine is not None:
+        lines += [
+            "",
+            f"W4 calibration: a bare app that first spends 85 µs of CPU in a tight loop costs "
+            f"{spent - bare:.0f} µs more per refusal under gunicorn than the bare app; the "
+            f"middleware costs {mine - bare:.0f} µs more, for a refusal that takes "
+            f"{framing.get('WSGI refuse', float('nan')):.0f} µs in-process "
+            "(`frame_cost.wsgi_refusal_cost`).",
+        ]
     if "h11 parse" in framing:
         lines += [
             "",
@@ -548,6 +566,7 @@ def framing_costs(*, quick: bool, token: str) -> dict[str, float]:
         "w2": frame_cost.wsproto_cost(frame_cost.LARGE, count // 20),
         "fragment": frame_cost.fragment_cost(2 if quick else 20),
         **frame_cost.handshake_costs(SECRET, token, count // 5),
+        "WSGI refuse": frame_cost.wsgi_refusal_cost(SECRET, count // 5),
     }
 
 

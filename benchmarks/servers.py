@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,7 +36,6 @@ def profile_threads(path: str) -> None:
     import cProfile
     import pstats
     import signal
-    import time
 
     profiles: list[cProfile.Profile] = []
     run = threading.Thread.run
@@ -138,6 +138,25 @@ def refusing_wsgi_app() -> Any:
     """gunicorn's own floor for W4: a WSGI app that answers every request 401, unchecked."""
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("401 Unauthorized", [("Content-Length", "17")])
+        return [b"401 Unauthorized\n"]
+
+    return app
+
+
+def spending_wsgi_app(microseconds: float) -> Any:
+    """Calibration for W4: the bare 401 app after ``microseconds`` of pure Python CPU.
+
+    Beside gunicorn alone and the middleware, it tells how much of the middleware's cost
+    under gunicorn is the CPU it spends in-process (a tight loop: small code, hot in the
+    caches) and how much is the same work done cold, between gunicorn's own steps.
+    """
+    budget = microseconds / 1e6
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        end = time.thread_time() + budget
+        while time.thread_time() < end:
+            pass
         start_response("401 Unauthorized", [("Content-Length", "17")])
         return [b"401 Unauthorized\n"]
 
