@@ -471,7 +471,7 @@ def floors(medians: dict[str, dict[str, float | None]], framing: dict[str, float
     if spent is not None and bare is not None and mine is not None:
         lines += [
             "",
-            f"W4 calibration: a bare app that first spends 85 µs of CPU in a tight loop costs "
+            f"W4 calibration: a bare app that first runs 85 µs of pure-Python loop costs "
             f"{spent - bare:.0f} µs more per refusal under gunicorn than the bare app; the "
             f"middleware costs {mine - bare:.0f} µs more, for a refusal that takes "
             f"{framing.get('WSGI refuse', float('nan')):.0f} µs in-process "

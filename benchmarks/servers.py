@@ -148,19 +148,28 @@ def spending_wsgi_app(microseconds: float) -> Any:
     """Calibration for W4: the bare 401 app after ``microseconds`` of pure Python CPU.
 
     Beside gunicorn alone and the middleware, it tells how much of the middleware's cost
-    under gunicorn is the CPU it spends in-process (a tight loop: small code, hot in the
-    caches) and how much is the same work done cold, between gunicorn's own steps.
+    under gunicorn is the CPU it spends in-process and how much is the same amount of
+    work done between gunicorn's own steps. The loop is sized once, at start-up, so that
+    a request runs no clock reads or other system calls of its own.
     """
-    budget = microseconds / 1e6
+    sample = 200_000
+    started = time.thread_time()
+    _spin(sample)
+    rounds = max(1, round(sample * microseconds / 1e6 / (time.thread_time() - started)))
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        end = time.thread_time() + budget
-        while time.thread_time() < end:
-            pass
+        _spin(rounds)
         start_response("401 Unauthorized", [("Content-Length", "17")])
         return [b"401 Unauthorized\n"]
 
     return app
+
+
+def _spin(rounds: int) -> int:
+    total = 0
+    for i in range(rounds):
+        total += i
+    return total
 
 
 def websockets_sync(port: int) -> None:

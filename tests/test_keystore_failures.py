@@ -13,6 +13,8 @@ import os
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -120,8 +122,9 @@ def connections_named(pg: Cluster, application: str) -> int:
 
 
 def test_a_verifier_thread_that_ends_gives_its_connection_back(pg: Cluster) -> None:
-    # A server's verifier threads come and go; each opened a connection of its own. Left to
-    # the garbage collector, every one stays open on the database (and Python 3.13 warns).
+    # A server's verifier threads come and go; each opened a connection of its own, which
+    # is closed, explicitly, as its thread ends: one left to the garbage collector is a
+    # ResourceWarning on Python 3.13 (an error here, as under -W error).
     [(key, _)] = create(pg, "svc-threads")
     # Named, so that connections other tests leave behind (a watch reopening its feed)
     # are not counted.
@@ -147,6 +150,49 @@ def test_a_verifier_thread_that_ends_gives_its_connection_back(pg: Cluster) -> N
         connections_named(pg, "verifier-threads")
     )
     assert store(key).subject == "svc-threads"  # the store itself goes on
+
+
+FORKING = """
+import os, sys, threading
+from wsauth_sync.keystore import PostgresKeyStore
+
+store = PostgresKeyStore(sys.argv[1])
+key, _ = store.create("parent")  # the main thread's connection
+ready, forked, done = threading.Event(), threading.Event(), []
+
+def verifier_thread():  # a second connection, held by a thread the child does not have
+    store(key)
+    ready.set()
+    forked.wait(30)
+    done.append(store.create("after-fork")[1].subject)  # a write: not retried on failure
+
+thread = threading.Thread(target=verifier_thread)
+thread.start()
+ready.wait(30)
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a worker's whole interpreter shutdown: atexit, module teardown, GC
+os.waitpid(child, 0)
+forked.set()
+thread.join(30)
+print(done, store.revoke(store.create("main")[1].key_id), flush=True)
+"""
+
+
+def test_a_forked_child_leaves_its_parents_connections_open(pg: Cluster) -> None:
+    # gunicorn --preload, multiprocessing: the child shares the parent's sockets. Closing
+    # them there sends PostgreSQL's Terminate on the parent's sessions, and the parent's
+    # next write fails. The child drops its copies without closing them.
+    done = subprocess.run(
+        [sys.executable, "-c", FORKING, dsn(pg) + "?application_name=forking-parent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['after-fork'] True"
+    # Nothing lingers once the parent is gone.
+    assert wait_for(lambda: connections_named(pg, "forking-parent") == 0, timeout=10)
 
 
 # -- restarts and outages ------------------------------------------------------------------

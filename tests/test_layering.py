@@ -122,6 +122,7 @@ def test_every_module_is_classified() -> None:
         "keystore",
         "pgstore",
         "dbwatch",
+        "dbconn",
         "workers",
         "pending",
         "caps",

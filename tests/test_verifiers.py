@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -277,7 +278,7 @@ class Delegating:
         return getattr(self.inner, name)
 
 
-def test_a_delegating_wrapper_keeps_what_its_verifier_declares(tmp_path: Any) -> None:
+def test_a_delegating_wrapper_keeps_what_its_verifier_declares(tmp_path: Path) -> None:
     from wsauth_sync.core.verifiers import may_block, revocation_source
     from wsauth_sync.keystore import SQLiteKeyStore
 

@@ -28,14 +28,14 @@ import sqlite3
 import stat
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .core.errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .core.verifiers import Identity
+from .dbconn import ThreadConnection
 from .dbwatch import WatchedCall
 
 logger = logging.getLogger("wsauth_sync")
@@ -108,28 +108,6 @@ def _key_id(token: str) -> str | None:
     return key_id
 
 
-class _Held:
-    """One thread's connection, closed when the thread ends or the store is dropped.
-
-    The thread's local storage holds the only reference: when it goes, the finalizer
-    closes the connection instead of leaving it to the garbage collector (which Python
-    3.13's sqlite3 and psycopg report as a ``ResourceWarning``). Verifier threads come
-    and go with connections, so a long-running server would otherwise hold one open
-    database connection per thread that ever verified a key, until a collection.
-    """
-
-    __slots__ = ("__weakref__", "close", "connection")
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.close = weakref.finalize(self, _close_quietly, connection)
-
-
-def _close_quietly(connection: Any) -> None:
-    with suppress(Exception):
-        connection.close()
-
-
 class KeyStore:
     """API keys in a database reached through DB-API connections, one per thread.
 
@@ -170,9 +148,9 @@ class KeyStore:
 
         A database error drops the thread's connection: the next call opens a new one.
         """
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is None:
-            held = self._local.held = _Held(self._connect())
+        held: ThreadConnection | None = getattr(self._local, "held", None)
+        if held is None or held.inherited:  # a forked child opens its own
+            held = self._local.held = ThreadConnection(self._connect())
         connection = held.connection
         call = None
         try:
@@ -202,7 +180,8 @@ class KeyStore:
         After a database restart every thread's connection fails on its next use: for a
         read or an idempotent write that costs a reconnect instead of a 503.
         """
-        reused = getattr(self._local, "held", None) is not None
+        held: ThreadConnection | None = getattr(self._local, "held", None)
+        reused = held is not None and not held.inherited
         try:
             with self._cursor() as cursor:
                 return work(cursor)
@@ -366,8 +345,8 @@ class SQLiteKeyStore(KeyStore):
         super().__init__()
 
     def _connect(self) -> sqlite3.Connection:
-        # Used by one thread only; check_same_thread=False lets the finalizer close it
-        # from whichever thread drops the store.
+        # Used by one thread only; check_same_thread=False lets it be closed from
+        # whichever thread drops the store (see .dbconn).
         connection = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA busy_timeout=5000")
