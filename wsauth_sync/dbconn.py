@@ -33,7 +33,9 @@ class ThreadConnection:
         self.connection = connection
         self.pid = os.getpid()
         self._finalizer = weakref.finalize(self, _close_quietly, connection, self.pid)
-        self._finalizer.atexit = False  # a daemon thread may still be using it
+        # A daemon thread may still be using it at exit. (mypy's stubs for Python 3.9
+        # do not declare the documented ``atexit`` attribute writable.)
+        self._finalizer.atexit = False  # type: ignore[misc,unused-ignore]
 
     @property
     def inherited(self) -> bool:
