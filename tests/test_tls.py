@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import sys
@@ -31,11 +32,25 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[WebSocketServer]:
+def serving_tls(
+    ca: trustme.CA, handshake_timeout: float
+) -> contextlib.AbstractContextManager[WebSocketServer]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    with running(make_app(handshake_timeout=1.0), ssl_context=context) as server:
+    return running(make_app(handshake_timeout=handshake_timeout), ssl_context=context)
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA) -> Iterator[WebSocketServer]:
+    # The default deadline: a full TLS handshake on a busy shared machine may take a while.
+    with serving_tls(ca, handshake_timeout=10.0) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_server_1s(ca: trustme.CA) -> Iterator[WebSocketServer]:
+    """A 1 s handshake deadline, for the tests that wait for it to cut a client off."""
+    with serving_tls(ca, handshake_timeout=1.0) as server:
         yield server
 
 
@@ -99,9 +114,9 @@ def test_plaintext_client_on_the_tls_port_is_dropped(
 
 
 def test_silent_client_is_cut_off_during_the_tls_handshake(
-    tls_server: WebSocketServer, logs: pytest.LogCaptureFixture
+    tls_server_1s: WebSocketServer, logs: pytest.LogCaptureFixture
 ) -> None:
-    with socket.create_connection(tls_server.address, timeout=3) as sock:
+    with socket.create_connection(tls_server_1s.address, timeout=3) as sock:
         started = time.monotonic()
         assert read_until_closed(sock, timeout=3) == b""
         assert time.monotonic() - started < 2.0  # deadline 1 s
