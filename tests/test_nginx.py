@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+import websocket as wsclient  # websocket-client
 from helpers import (
     SECRET,
     free_port,
@@ -118,15 +119,19 @@ def test_upgrade_is_proxied(proxy: Proxy) -> None:
 
 
 def test_tls_terminates_at_nginx(proxy: Proxy) -> None:
-    with connect(
+    # websocket-client makes every SSL call from one thread (see tests/test_tls.py).
+    ws = wsclient.create_connection(
         proxy.url(tls=True),
-        ssl=proxy.client_tls(),
-        open_timeout=5,
-        additional_headers={"Authorization": f"Bearer {SECRET}"},
-    ) as ws:
-        assert ws.recv(timeout=5) == WELCOME
-        ws.send(b"\x00" * 100_000)
-        assert ws.recv(timeout=5) == b"\x00" * 100_000
+        sslopt={"context": proxy.client_tls()},
+        header=[f"Authorization: Bearer {SECRET}"],
+        timeout=5,
+    )
+    try:
+        assert ws.recv() == WELCOME
+        ws.send_binary(b"\x00" * 100_000)
+        assert ws.recv() == b"\x00" * 100_000
+    finally:
+        ws.close()
 
 
 def from_address(source_ip: str, port: int) -> socket.socket:
