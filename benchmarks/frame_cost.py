@@ -172,27 +172,15 @@ def handshake_costs(secret: str, token: str, count: int) -> dict[str, float]:
     }
 
 
-def wsgi_refusal_cost(secret: str, count: int) -> float:
-    """µs for the WSGI middleware to refuse a bad token in-process: the environ gunicorn
-    builds for W4's request, the decision, the refusal through ``start_response``."""
+def wsgi_refusal_cost(count: int) -> float:
+    """µs for the WSGI middleware to refuse a bad token in-process: the app gunicorn runs
+    in W4 (``servers.wsauth_wsgi_app``), given the environ gunicorn builds for W4's
+    request, up to the refusal through ``start_response``."""
     import socket
 
-    from wsauth_sync import JWTVerifier, QueryToken, WebSocketApp
-    from wsauth_sync.echo import echo
-    from wsauth_sync.wsgi import WebSocketMiddleware
+    from servers import wsauth_wsgi_app
 
-    middleware = WebSocketMiddleware(
-        lambda environ, start_response: [],
-        WebSocketApp(
-            {"/ws": echo},
-            verifier=JWTVerifier(key=secret, algorithms=["HS256"]),
-            sources=[QueryToken()],
-            limiter=None,
-            max_connections_per_identity=None,
-            max_connections_per_ip=None,
-        ),
-        redact_host_logs=False,
-    )
+    middleware = wsauth_wsgi_app()
     ours, theirs = socket.socketpair()  # the socket the host would offer for a takeover
     base = {
         "REQUEST_METHOD": "GET",
@@ -249,7 +237,7 @@ def main() -> None:
     print("Many small fragments (64-byte text fragments)")
     show("wsproto, per fragment:", fragment_cost(20))
     print("The WSGI middleware refusing a bad token, in-process")
-    show("wsauth_sync WSGI refusal:", wsgi_refusal_cost("s" * 32, 2000))
+    show("wsauth_sync WSGI refusal:", wsgi_refusal_cost(2000))
 
 
 if __name__ == "__main__":

@@ -566,7 +566,7 @@ def framing_costs(*, quick: bool, token: str) -> dict[str, float]:
         "w2": frame_cost.wsproto_cost(frame_cost.LARGE, count // 20),
         "fragment": frame_cost.fragment_cost(2 if quick else 20),
         **frame_cost.handshake_costs(SECRET, token, count // 5),
-        "WSGI refuse": frame_cost.wsgi_refusal_cost(SECRET, count // 5),
+        "WSGI refuse": frame_cost.wsgi_refusal_cost(count // 5),
     }
 
 
