@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from helpers import free_port
@@ -98,6 +99,14 @@ class Cluster:
             for pid in reversed(stopped):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+
+
+def sql(pg: Cluster, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run one statement as a database administrator would, on a connection of its own."""
+    import psycopg  # PostgreSQL's tests only: the rest runs without it
+
+    with psycopg.connect(pg.dsn, autocommit=True) as db:
+        return db.execute(statement, params).fetchall()
 
 
 def _wait_for_tcp(port: int) -> None:

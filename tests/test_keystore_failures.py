@@ -34,7 +34,7 @@ from helpers import (
     wait_for,
     ws_url,
 )
-from pg import Cluster, cluster
+from pg import Cluster, cluster, sql
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -110,15 +110,10 @@ def closed_with(ws: object, timeout: float) -> tuple[int, str, float]:
 
 def connections_named(pg: Cluster, application: str) -> int:
     """Connections the database holds open for ``application_name=application``."""
-    import psycopg
-
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (application,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    [(count,)] = sql(
+        pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", application
+    )
+    return int(count)
 
 
 def test_a_verifier_thread_that_ends_gives_its_connection_back(pg: Cluster) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from helpers import ServerProcess, make_app, running, wait_for, ws_url
-from pg import Cluster, cluster
+from pg import Cluster, cluster, sql
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -40,14 +40,6 @@ POLL_MARGIN = 2.0
 def pg() -> Iterator[Cluster]:
     with cluster() as server:
         yield server
-
-
-def sql(pg: Cluster, statement: str, *params: object) -> list[tuple[Any, ...]]:
-    """Run one statement as a database administrator would, on a connection of its own."""
-    import psycopg  # PostgreSQL's tests only: the rest runs without it
-
-    with psycopg.connect(pg.dsn, autocommit=True) as db:
-        return db.execute(statement, params).fetchall()
 
 
 def listeners(pg: Cluster) -> set[int]:
