@@ -6,6 +6,7 @@ nginx on 127.0.0.1 in the foreground, and stops it by PID.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -120,18 +121,17 @@ def test_upgrade_is_proxied(proxy: Proxy) -> None:
 
 def test_tls_terminates_at_nginx(proxy: Proxy) -> None:
     # websocket-client makes every SSL call from one thread (see tests/test_tls.py).
-    ws = wsclient.create_connection(
-        proxy.url(tls=True),
-        sslopt={"context": proxy.client_tls()},
-        header=[f"Authorization: Bearer {SECRET}"],
-        timeout=5,
-    )
-    try:
+    with contextlib.closing(
+        wsclient.create_connection(
+            proxy.url(tls=True),
+            sslopt={"context": proxy.client_tls()},
+            header=[f"Authorization: Bearer {SECRET}"],
+            timeout=5,
+        )
+    ) as ws:
         assert ws.recv() == WELCOME
         ws.send_binary(b"\x00" * 100_000)
         assert ws.recv() == b"\x00" * 100_000
-    finally:
-        ws.close()
 
 
 def from_address(source_ip: str, port: int) -> socket.socket:

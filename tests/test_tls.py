@@ -73,22 +73,24 @@ def wss_url(server: WebSocketServer) -> str:
     return f"wss://{host}:{port}/ws"
 
 
-def open_wss(url: str, ca: trustme.CA, timeout: float = 3) -> wsclient.WebSocket:
-    """A verifying ``websocket-client`` connection (one thread for every SSL call)."""
-    return wsclient.create_connection(url, sslopt={"context": client_context(ca)}, timeout=timeout)
+def open_wss(
+    url: str, ca: trustme.CA, timeout: float = 3
+) -> contextlib.closing[wsclient.WebSocket]:
+    """A verifying ``websocket-client`` connection (one thread for every SSL call),
+    closed when the ``with`` block ends."""
+    return contextlib.closing(
+        wsclient.create_connection(url, sslopt={"context": client_context(ca)}, timeout=timeout)
+    )
 
 
 def test_wss_echo_with_a_verifying_client(tls_server: WebSocketServer, ca: trustme.CA) -> None:
-    ws = open_wss(f"{wss_url(tls_server)}?token={SECRET}", ca)
-    try:
+    with open_wss(f"{wss_url(tls_server)}?token={SECRET}", ca) as ws:
         assert ws.recv() == WELCOME
         ws.send("over TLS")
         assert ws.recv() == "You said: over TLS"
         big = b"z" * 300_000  # several TLS records in both directions
         ws.send_binary(big)
         assert ws.recv() == big
-    finally:
-        ws.close()
 
 
 def test_wss_refusal_is_a_401(tls_server: WebSocketServer, ca: trustme.CA) -> None:
@@ -121,11 +123,8 @@ def test_plaintext_client_on_the_tls_port_is_dropped(
             for r in logs.records
         )
     )
-    ws = open_wss(f"{wss_url(tls_server)}?token={SECRET}", ca)
-    try:
+    with open_wss(f"{wss_url(tls_server)}?token={SECRET}", ca) as ws:
         assert ws.recv() == WELCOME  # and the server goes on serving
-    finally:
-        ws.close()
 
 
 def test_silent_client_is_cut_off_during_the_tls_handshake(
@@ -163,11 +162,8 @@ def test_cli_serves_wss(ca: trustme.CA, tmp_path: object) -> None:
     )
     try:
         url = server.expect(r"Listening on (wss://\S+)").group(1)
-        ws = open_wss(f"{url}?token={SECRET}", ca, timeout=5)
-        try:
+        with open_wss(f"{url}?token={SECRET}", ca, timeout=5) as ws:
             assert ws.recv() == WELCOME
-        finally:
-            ws.close()
     finally:
         assert server.stop() == 0
 
