@@ -111,6 +111,65 @@ def test_accepted_request_keeps_no_token() -> None:
     assert dict(result.request.headers)["cookie"] == "[REDACTED]"
 
 
+_CARRIERS = [
+    pytest.param(f"/ws?auth={SECRET}", "", "query param auth", id="custom-query-param"),
+    pytest.param(f"/ws?AUTH={SECRET}&x=1", "", "query param auth", id="custom-query-param-upper"),
+    pytest.param(f"/ws?%61uth={SECRET}", "", "query param auth", id="custom-query-param-encoded"),
+    pytest.param(
+        "/ws", f"Sec-WebSocket-Protocol: chat, bearer, {SECRET}\r\n", "marker", id="marker"
+    ),
+    pytest.param(
+        "/ws",
+        f"Sec-WebSocket-Protocol: chat, {encode_subprotocol_token(SECRET)}\r\n",
+        "prefixed",
+        id="prefixed",
+    ),
+    pytest.param(
+        "/ws",
+        f"Sec-WebSocket-Protocol: {encode_subprotocol_token(SECRET)}, bearer\r\n",
+        "prefixed then a marker with nothing after it",
+        id="prefixed-then-dangling-marker",
+    ),
+    pytest.param(
+        "/ws",
+        f"Sec-WebSocket-Protocol: bearer, {SECRET}\r\nSec-WebSocket-Protocol: bearer, x\r\n",
+        "two markers",
+        id="two-marker-headers",
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal", ["wrong token", "wrong origin", "verifier accepts"])
+@pytest.mark.parametrize(("target", "extra", "carrier"), _CARRIERS)
+def test_every_outcome_keeps_no_token_in_its_request(
+    target: str, extra: str, carrier: str, refusal: str
+) -> None:
+    """Accepted or refused, the request an outcome carries is the redacted one, for every
+    carrier the configured sources read (a custom query parameter, subprotocol entries)."""
+    accepted = SECRET if refusal == "verifier accepts" else "another-token-entirely"
+
+    def verifier(token: str) -> Identity:
+        if token != accepted:
+            raise InvalidToken("unknown_token")
+        return Identity(subject="alice")
+
+    data = handshake_bytes(target, extra=extra + "Origin: https://app.example\r\n")
+    allowed = ["https://other.example"] if refusal == "wrong origin" else ["https://app.example"]
+    handshake = ServerHandshake(
+        HandshakePolicy(
+            verifier=verifier,
+            sources=(QueryToken(param="auth"), SubprotocolToken()),
+            subprotocols=["chat"],
+            allowed_origins=allowed,
+        )
+    )
+    result = handshake.receive_data(data)
+    assert result is not None and result.request is not None, carrier
+    for form in secret_forms():
+        assert form not in repr(result.request), (carrier, type(result).__name__)
+    assert result.request.path == "/ws"
+
+
 def test_eager_frame_after_the_head_is_kept_as_trailing_data() -> None:
     frame = b"\x81\x82abcd\x09\x0b"
     result, _, handshake = decide(valid() + frame)

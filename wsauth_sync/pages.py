@@ -55,4 +55,5 @@ def serve_page(handshake: ServerHandshake, pages: Mapping[str, Page]) -> Served 
     if page is None:
         return None
     assert request is not None
-    return Served(page, handshake.respond(200, "OK", page.headers(), page.body), request.redacted())
+    response = handshake.respond(200, "OK", page.headers(), page.body)
+    return Served(page, response, handshake.policy.redact(request))

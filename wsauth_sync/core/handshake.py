@@ -232,10 +232,9 @@ class ServerHandshake:
         # carrier's marker ("bearer"), chosen only from what the client offered once
         # every token entry is removed (RFC 6455 §4.2.2).
         policy = self.policy
-        safe = request
+        safe = policy.redact(request)
         carrier = None
         for source in policy.sources:
-            safe = source.redact(safe)
             carrier = carrier or source.response_subprotocol(request)
         for protocol in policy.subprotocols:
             if protocol in safe.subprotocols:
@@ -244,7 +243,7 @@ class ServerHandshake:
 
     def reject(self, error: HandshakeError) -> Rejected:
         """Refuse this handshake with ``error``."""
-        request = self._request.redacted() if self._request is not None else None
+        request = self.policy.redact(self._request) if self._request is not None else None
         return Rejected(error, self._reader.reject(error, realm=self.policy.realm), request)
 
 

@@ -38,7 +38,14 @@ from .errors import (
 )
 from .origin import check_origin, client_ip, origin_allowlist, trusted_proxy_set
 from .request import UpgradeRequest
-from .sources import BearerToken, CookieToken, SubprotocolToken, TokenSource, find_token
+from .sources import (
+    BearerToken,
+    CookieToken,
+    QueryToken,
+    SubprotocolToken,
+    TokenSource,
+    find_token,
+)
 from .verifiers import Identity, Verifier
 
 logger = logging.getLogger("wsauth_sync")
@@ -201,6 +208,18 @@ class HandshakePolicy:
         self.allow_missing_origin = auth.allow_missing_origin
         self.trusted_proxies: frozenset[str] = auth.trusted_proxies  # type: ignore[assignment]
         self.required_scopes: dict[str, frozenset[str]] = dict(auth.required_scopes or {})  # type: ignore[arg-type]
+        # Redaction in one pass over the query: the query sources' parameters join the
+        # usual token names; only the other carriers (subprotocol entries) run their own.
+        self._query_params = frozenset(
+            source.param
+            for source in self.sources
+            if isinstance(source, QueryToken) and type(source).redact is QueryToken.redact
+        )
+        self._redacting_sources = tuple(
+            source
+            for source in self.sources
+            if type(source).redact not in (TokenSource.redact, QueryToken.redact)
+        )
 
     def decide(self, request: UpgradeRequest) -> Accept:
         """Decide on one opening handshake.
@@ -220,6 +239,18 @@ class HandshakePolicy:
             if exc.failed_authentication and limiter is not None and client is not None:
                 limiter.failed(client)
             raise
+
+    def redact(self, request: UpgradeRequest) -> UpgradeRequest:
+        """``request`` safe to store and log: credential headers, the usual token query
+        parameters and every configured source's carrier replaced or removed.
+
+        Every outcome carries this copy, refusals included, so a token in a custom query
+        parameter or a subprotocol entry never reaches what a shell stores or logs.
+        """
+        safe = request.redacted(query_params=self._query_params)
+        for source in self._redacting_sources:
+            safe = source.redact(safe)
+        return safe
 
     def reverify(self, token: str, *, current: Identity, request: UpgradeRequest) -> Identity:
         """Check a fresh credential for an open connection (re-authentication).
@@ -295,11 +326,12 @@ class HandshakePolicy:
     def _authenticate(self, request: UpgradeRequest, key: str) -> Accept:
         found = find_token(request, self.sources)
         name = found.source.name
-        safe = request.redacted()
-        for source in self.sources:
-            safe = source.redact(safe)
+        # The redacted copy is for the Accept; a refusal builds its own. It is made here
+        # only when subprotocols were offered: they are chosen from it, token entries gone.
+        safe = self.redact(request) if request.get_all("sec-websocket-protocol") else None
         subprotocol = self._select_subprotocol(
-            safe.subprotocols, found.source.response_subprotocol(request)
+            safe.subprotocols if safe is not None else (),
+            found.source.response_subprotocol(request),
         )
         if isinstance(found.source, SubprotocolToken) and subprotocol is None:
             # Browsers fail a handshake that offered subprotocols but selected none.
@@ -318,7 +350,10 @@ class HandshakePolicy:
                 detail=identity.subject,
             )
         return Accept(
-            request=safe, identity=replace(identity, source=name), subprotocol=subprotocol, key=key
+            request=safe if safe is not None else self.redact(request),
+            identity=replace(identity, source=name),
+            subprotocol=subprotocol,
+            key=key,
         )
 
     def _select_subprotocol(self, offered: Sequence[str], carrier: str | None) -> str | None:

@@ -33,7 +33,11 @@ class TokenSource:
         raise NotImplementedError
 
     def redact(self, request: UpgradeRequest) -> UpgradeRequest:
-        """Return ``request`` with this source's carrier hidden (default: unchanged)."""
+        """Return ``request`` with this source's carrier hidden (default: unchanged).
+
+        It runs for refused requests too, malformed carriers included, so it must not
+        raise: hide whatever might be a token.
+        """
         return request
 
     def response_subprotocol(self, request: UpgradeRequest) -> str | None:
@@ -145,7 +149,7 @@ class SubprotocolToken(TokenSource):
         marker_seen = None
         found = []
         for index, entry in enumerate(offered):
-            if self.marker is not None and entry.lower() == self.marker.lower():
+            if self._is_marker(entry):
                 if index + 1 >= len(offered):
                     raise InvalidAuthRequest("subprotocol_marker_without_token", source=self.name)
                 marker_seen = entry
@@ -154,6 +158,9 @@ class SubprotocolToken(TokenSource):
                 found.append((entry, _decode_base64url(entry[len(self.prefix) :], self.name)))
         return marker_seen, found
 
+    def _is_marker(self, entry: str) -> bool:
+        return self.marker is not None and entry.lower() == self.marker.lower()
+
     def __call__(self, request: UpgradeRequest) -> str | None:
         _, found = self._entries(request)
         if len(found) > 1:
@@ -161,8 +168,16 @@ class SubprotocolToken(TokenSource):
         return found[0][1] if found else None
 
     def redact(self, request: UpgradeRequest) -> UpgradeRequest:
-        _, found = self._entries(request)
-        return request.without_subprotocols(entry for entry, _ in found)
+        # Every entry that would carry a token goes, read leniently (no decoding, no
+        # error for a marker with nothing after it): a refused request is redacted too.
+        offered = request.subprotocols
+        carriers = {
+            entry
+            for index, entry in enumerate(offered)
+            if (index > 0 and self._is_marker(offered[index - 1]))
+            or (self.prefix is not None and entry.startswith(self.prefix))
+        }
+        return request.without_subprotocols(carriers) if carriers else request
 
     def response_subprotocol(self, request: UpgradeRequest) -> str | None:
         # Echo the client's own spelling: browsers compare case-sensitively.
