@@ -60,6 +60,8 @@ def log_accepted(
     *, client: Address | None, request: UpgradeRequest, identity: Identity, subprotocol: str | None
 ) -> None:
     """Record an accepted handshake."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
     _emit(
         logging.INFO,
         "accepted",
@@ -89,6 +91,8 @@ def log_rejected(
             readable refusal) instead of the HTTP status; the status is logged either way.
     """
     level = logging.WARNING if error.status >= 500 else logging.INFO
+    if not logger.isEnabledFor(level):
+        return  # not even the fields: refusals come in floods
     _emit(
         level,
         "rejected",
@@ -135,6 +139,8 @@ def log_reauthentication_failed(
 ) -> None:
     """Record a fresh credential refused on an open connection (which then closes)."""
     level = logging.WARNING if error.status >= 500 else logging.INFO
+    if not logger.isEnabledFor(level):
+        return  # not even the fields: refusals come in floods
     _emit(
         level,
         "reauthentication_failed",

@@ -244,7 +244,10 @@ class UpgradeRequest:
         headers = tuple(
             (name, REDACTED if name in SENSITIVE_HEADERS else value) for name, value in self.headers
         )
-        return self.replace(target=redact_query(self.target, names), headers=headers)
+        # The constructor, not dataclasses.replace: this runs for every refusal.
+        return UpgradeRequest(
+            self.method, redact_query(self.target, names), headers, self.http_version, self.client
+        )
 
 
 def _environ_target(environ: Mapping[str, Any]) -> str:
@@ -267,12 +270,23 @@ def environ_client(environ: Mapping[str, Any]) -> Address | None:
     one shared value that would put every client in one failed-authentication bucket.
     """
     address = str(environ.get("REMOTE_ADDR") or "")
+    if not _is_ip_address(address):
+        return None
     try:
-        ipaddress.ip_address(address)
         port = int(environ.get("REMOTE_PORT") or 0)
     except ValueError:
         return None
     return address, port
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip_address(text: str) -> bool:
+    # A client reconnects from the same address: parse each one once, not per request.
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def environ_path(environ: Mapping[str, Any]) -> str:
