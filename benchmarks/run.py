@@ -96,10 +96,17 @@ SERVERS["gunicorn gthread + 85 µs of Python per request (W4 calibration)"] = [
     *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1],
     "servers:spending_wsgi_app(85)",
 ]
+# The middleware again, its own CPU per refusal timed inside gunicorn (W4 only).
+MIDDLEWARE_TIMING = HERE / "results" / "w4-middleware-cpu"
+SERVERS["wsauth_sync WSGI, middleware timed (W4 only)"] = [
+    *SERVERS["wsauth_sync WSGI (gunicorn gthread)"][:-1],
+    f"servers:timed_wsgi_app({str(MIDDLEWARE_TIMING)!r})",
+]
 CLI = "wsauth_sync CLI (python -m wsauth_sync echo)"
 GUNICORN_ALONE = "gunicorn gthread alone (bare 401 app, W4 floor)"
 CALIBRATION = "gunicorn gthread + 85 µs of Python per request (W4 calibration)"
-W4_ONLY = (GUNICORN_ALONE, CALIBRATION)
+TIMED = "wsauth_sync WSGI, middleware timed (W4 only)"
+W4_ONLY = (GUNICORN_ALONE, CALIBRATION, TIMED)
 RAW = "raw threaded TCP echo"
 BASELINE = "websockets sync"
 WORKLOADS = ["W1", "W2", "W3", "W4", "W6", "W5"]
@@ -264,6 +271,8 @@ def measure(
     name: str, tokens: list[str], seconds: float, idle: int, workloads: list[str]
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    if name == TIMED:
+        MIDDLEWARE_TIMING.unlink(missing_ok=True)
     process, port = start(name)
     try:
         if name == RAW:
@@ -290,6 +299,8 @@ def measure(
             )
     finally:
         stop(process)
+    if name == TIMED and "W4" in results and MIDDLEWARE_TIMING.exists():
+        results["W4"]["middleware_us"] = float(MIDDLEWARE_TIMING.read_text().split()[1])
     if name in (CLI, *W4_ONLY) or "W5" not in workloads:
         return results  # its per-address cap refuses 1000 idle connections from one address
     process, port = start(name)  # a fresh process, so RSS growth is the idle sockets only
@@ -326,6 +337,8 @@ def figures(run: dict[str, Any], seconds: float) -> dict[str, float | None]:
     if "W4" in run:
         out["W4 rejections/s"] = run["W4"]["rejections"] / seconds
         out["W4 failures"] = run["W4"]["failures"]
+        if "middleware_us" in run["W4"]:
+            out["W4 middleware µs"] = run["W4"]["middleware_us"]
     if "W5" in run:
         per = run["W5"]["rss_per_connection"]
         out["W5 KiB/conn"] = None if per is None else per / 1024
@@ -477,6 +490,17 @@ def floors(medians: dict[str, dict[str, float | None]], framing: dict[str, float
             f"{framing.get('WSGI refuse', float('nan')):.0f} µs in-process "
             "(`frame_cost.wsgi_refusal_cost`).",
         ]
+    inside = medians.get(TIMED, {}).get("W4 middleware µs")
+    if inside is not None and "WSGI refuse, evicted" in framing:
+        lines += [
+            "",
+            f"W4 where the middleware's time goes: timed around the call inside gunicorn "
+            f"(its own thread CPU, gunicorn's excluded) a refusal costs {inside:.0f} µs; "
+            f"in-process the same call costs {framing['WSGI refuse']:.0f} µs with warm "
+            f"caches and {framing['WSGI refuse, evicted']:.0f} µs when "
+            f"{frame_cost_evict_mib()} MiB of memory are walked before each call "
+            "(`frame_cost.wsgi_refusal_cost(evict=True)`).",
+        ]
     if "h11 parse" in framing:
         lines += [
             "",
@@ -567,7 +591,14 @@ def framing_costs(*, quick: bool, token: str) -> dict[str, float]:
         "fragment": frame_cost.fragment_cost(2 if quick else 20),
         **frame_cost.handshake_costs(SECRET, token, count // 5),
         "WSGI refuse": frame_cost.wsgi_refusal_cost(count // 5),
+        "WSGI refuse, evicted": frame_cost.wsgi_refusal_cost(count // 5, evict=True),
     }
+
+
+def frame_cost_evict_mib() -> int:
+    import frame_cost
+
+    return frame_cost.EVICT_BYTES // (1024 * 1024)
 
 
 def update_results(table: str, meta: dict[str, Any]) -> None:
