@@ -416,12 +416,35 @@ class WebSocket:
         self._send_event(Ping(payload=payload))
 
     def _send_event(self, event: Event) -> None:
-        with self._state_lock:
-            if self._ws.state is not ConnectionState.OPEN or self._closed.is_set():
-                raise ConnectionClosed(self.close_code or 1006, self.close_reason)
-            ticket = self._out.put(self._ws.send(event))
-        if not self._flush(ticket, self.send_timeout) or not self._out.written(ticket):
+        out = self._out
+        # Usually no one else is writing: then the sender takes the writing turn first and,
+        # if nothing is queued when its frame is made, writes the frame without queueing it.
+        claimed = out.claim()
+        try:
+            with self._state_lock:
+                if self._ws.state is not ConnectionState.OPEN or self._closed.is_set():
+                    raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+                frame = self._ws.send(event)
+                # Frames made before this one go first: behind them, through the queue.
+                ticket = 0 if claimed and out.idle else out.put(frame)
+        except BaseException:
+            if claimed:
+                out.release()
+            raise
+        if ticket:
+            if claimed:
+                out.release()
+            if self._flush(ticket, self.send_timeout) and out.written(ticket):
+                return
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        try:
+            if out.write_claimed(frame, no_progress=self.send_timeout):
+                return
+            reason = "send timeout"
+        except OSError:
+            reason = ""
+        self._finish(CloseReason.ABNORMAL_CLOSURE, reason)
+        raise ConnectionClosed(self.close_code or 1006, self.close_reason)
 
     def _flush(self, ticket: int, no_progress: float, turn_timeout: float = -1) -> bool:
         """Write up to ``ticket``; on failure or no progress, drop TCP (1006)."""

@@ -233,6 +233,48 @@ class Outbox:
         """The ticket of the last frame put (flush to it to write everything)."""
         return self._queued
 
+    @property
+    def idle(self) -> bool:
+        """True while no frame is queued or half-written (a Pong aside: it may go anywhere
+        between frames, RFC 6455 §5.5)."""
+        return self._head is None and not self._frames
+
+    def claim(self) -> bool:
+        """Take the writing turn if it is free, without waiting.
+
+        Then a frame made while :attr:`idle` is next in order: write it with
+        :meth:`write_claimed`, which gives the turn back; otherwise :meth:`release` it.
+        """
+        return self._turn.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a turn taken by :meth:`claim` without writing."""
+        self._turn.release()
+
+    def write_claimed(self, frame: bytes, *, no_progress: float) -> bool:
+        """With the turn from :meth:`claim`: write ``frame`` without queueing it, as
+        :meth:`flush` would (waiting for buffer space, bounded by ``no_progress``), then
+        give the turn back. The frame takes no ticket.
+
+        Returns:
+            False if the kernel took nothing for ``no_progress`` seconds.
+
+        Raises:
+            OSError: the connection failed.
+        """
+        try:
+            count = self._io.write_nowait(frame) if len(frame) <= self._io.write_chunk else 0
+            self._bytes += count
+            done = count == len(frame)
+            if not done:  # the rest goes first, as a queued frame's would
+                self._head, self._head_counts = memoryview(frame)[count:], False
+                done = self._write_until(self._written, no_progress)
+        finally:
+            self._turn.release()
+        if self._frames or self._pong:
+            self.flush_nowait()  # frames others queued meanwhile (a ping from the timer)
+        return done
+
     def flush_nowait(self) -> None:
         """Write what the socket takes now, unless another thread is writing. Never waits.
 
