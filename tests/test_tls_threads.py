@@ -142,3 +142,51 @@ def test_tls_peer_that_never_answers_pings_is_closed_with_1011(
         socks.append(sock)
         sock.sendall(frame(0x1, b"one message, then silence"))
         assert wait_for(lambda: any("code=1011" in line for line in closed_codes(logs)), 5)
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_several_senders_and_the_timer_never_reorder_or_split_each_others_frames(
+    ca: trustme.CA, logs: pytest.LogCaptureFixture, scheme: str
+) -> None:
+    """Four threads send at once on one connection while the timer pings every 5 ms:
+    each thread's messages arrive whole and in its order (a frame split by another's, or
+    a frame from before a send written after it, would fail the client or the check)."""
+    senders, count = 4, 250
+
+    def handler(ws: WebSocket) -> None:
+        def pump(sender: int) -> None:
+            for n in range(count):
+                ws.send(payload(f"t{sender}-", n))
+
+        threads = [threading.Thread(target=pump, args=(s,)) for s in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        ws.send("done")
+        for _ in ws:
+            pass
+
+    logging.getLogger("websockets.client").setLevel(logging.DEBUG)
+    app = make_app(routes={"/ws": handler}, ping_interval=0.005, ping_timeout=5)
+    server_context = tls_running(ca, app) if scheme == "wss" else running(app)
+    with server_context as server:
+        with connect(
+            f"{scheme}://127.0.0.1:{server.address[1]}/ws?token={SECRET}",
+            ssl=client_context(ca) if scheme == "wss" else None,
+            open_timeout=5,
+            max_size=None,
+        ) as client:
+            got = [client.recv(timeout=20) for _ in range(senders * count + 1)]
+    assert got[-1] == "done"
+    for sender in range(senders):
+        prefix = f"t{sender}-"
+        mine = [message for message in got if str(message).startswith(prefix)]
+        assert mine == [payload(prefix, n) for n in range(count)], sender
+    pings = [
+        r
+        for r in logs.records
+        if r.name == "websockets.client" and r.getMessage().startswith("< PING")
+    ]
+    assert pings  # the timer's Pings went out between the senders' frames
+    assert any("code=1000" in line for line in closed_codes(logs))
