@@ -22,6 +22,7 @@ import fcntl
 import select
 import socket
 import ssl
+import struct
 import termios
 import threading
 import time
@@ -32,6 +33,13 @@ from collections import deque
 # so a whole frame goes in one call (a 64 KiB message with its header is one send, not two).
 _TLS_WRITE_CHUNK = 64 * 1024
 _TCP_WRITE_CHUNK = 16 * 1024 * 1024
+
+# A connection that has just received waits for its next message in recv itself, for at
+# most this long (the socket's SO_RCVTIMEO): one system call per message, where poll then
+# recv makes two and, with many threads, two hand-offs of the GIL. After that long without
+# data it waits in poll again, which holds no read buffer while the connection is idle.
+_BUSY_WAIT = 1.0
+_BUSY_WAIT_OPTION = struct.pack("ll", int(_BUSY_WAIT), int(_BUSY_WAIT % 1 * 1e6))
 
 
 def open_transport(sock: socket.socket) -> Transport:
@@ -54,6 +62,11 @@ class Transport:
         sock.settimeout(None)
         self.sock = sock
         self._count = array.array("i", [0])  # FIONREAD's answer
+        # Only a real socket: a green one (gevent, eventlet) waits in its hub, where the
+        # kernel's receive timeout does not apply; it keeps the plain blocking read.
+        self._real = isinstance(sock, _socket.socket)
+        self._busy = False  # received lately: the next read may wait in recv
+        self._busy_wait_set = False
 
     def read(self, size: int, deadline: float | None) -> bytes:
         """Wait for data until ``deadline`` (None: for ever); ``b""`` at end of stream.
@@ -61,8 +74,34 @@ class Transport:
         Raises:
             TimeoutError: nothing arrived before ``deadline``.
         """
-        if deadline is not None and not _poll(self.sock, select.POLLIN, deadline):
-            raise TimeoutError("no data before the timeout")
+        if not self._real:
+            if deadline is not None and not _poll(self.sock, select.POLLIN, deadline):
+                raise TimeoutError("no data before the timeout")
+            return self._recv(size)
+        if self._busy and (deadline is None or deadline - time.monotonic() > _BUSY_WAIT):
+            try:
+                return self.sock.recv(size)  # back within _BUSY_WAIT, data or not
+            except BlockingIOError:
+                self._busy = False  # idle: wait in poll from now on
+            except OSError:
+                return b""
+        while True:
+            if not _poll(self.sock, select.POLLIN, deadline):
+                raise TimeoutError("no data before the timeout")
+            try:
+                data = self.sock.recv(size)
+                break
+            except BlockingIOError:
+                continue  # ready, yet nothing to read after all: wait again
+            except OSError:
+                return b""
+        if data and not self._busy_wait_set:
+            self._busy_wait_set = True
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _BUSY_WAIT_OPTION)
+        self._busy = bool(data)
+        return data
+
+    def _recv(self, size: int) -> bytes:
         try:
             return self.sock.recv(size)
         except OSError:
