@@ -170,14 +170,16 @@ def test_several_senders_and_the_timer_never_reorder_or_split_each_others_frames
     logging.getLogger("websockets.client").setLevel(logging.DEBUG)
     app = make_app(routes={"/ws": handler}, ping_interval=0.005, ping_timeout=5)
     server_context = tls_running(ca, app) if scheme == "wss" else running(app)
-    with server_context as server:
-        with connect(
+    with (
+        server_context as server,
+        connect(
             f"{scheme}://127.0.0.1:{server.address[1]}/ws?token={SECRET}",
             ssl=client_context(ca) if scheme == "wss" else None,
             open_timeout=5,
             max_size=None,
-        ) as client:
-            got = [client.recv(timeout=20) for _ in range(senders * count + 1)]
+        ) as client,
+    ):
+        got = [client.recv(timeout=20) for _ in range(senders * count + 1)]
     assert got[-1] == "done"
     for sender in range(senders):
         prefix = f"t{sender}-"
