@@ -70,6 +70,13 @@ SERVERS: dict[str, list[str]] = {
     ],
     "Node ws (noServer + upgrade)": ["node", str(NODE / "server.mjs"), "PORT"],
     "raw threaded TCP echo": [sys.executable, str(HERE / "servers.py"), "raw-tcp", "PORT"],
+    # wsproto with nothing around it, a thread per connection (W1, W2, W6 only).
+    "wsproto alone, threaded (echo floor)": [
+        sys.executable,
+        str(HERE / "servers.py"),
+        "wsproto-alone",
+        "PORT",
+    ],
     # As users run it: the command line, INFO logging on (to a discarded stderr), the
     # default per-address and per-identity caps (so W5 is skipped; tokens vary by subject).
     "wsauth_sync CLI (python -m wsauth_sync echo)": [
@@ -108,6 +115,7 @@ CALIBRATION = "gunicorn gthread + 85 µs of Python per request (W4 calibration)"
 TIMED = "wsauth_sync WSGI, middleware timed (W4 only)"
 W4_ONLY = (GUNICORN_ALONE, CALIBRATION, TIMED)
 RAW = "raw threaded TCP echo"
+WSPROTO_ALONE = "wsproto alone, threaded (echo floor)"
 BASELINE = "websockets sync"
 WORKLOADS = ["W1", "W2", "W3", "W4", "W6", "W5"]
 #: What one operation of each workload is, as the load generator counts it.
@@ -285,6 +293,8 @@ def measure(
             return results
         if name in W4_ONLY:
             workloads = [w for w in workloads if w == "W4"]
+        if name == WSPROTO_ALONE:
+            workloads = [w for w in workloads if w in ("W1", "W2", "W6")]
         for workload in [w for w in WORKLOADS[:-1] if w in workloads]:
             results[workload] = timed_loadgen(
                 process,
@@ -301,7 +311,7 @@ def measure(
         stop(process)
     if name == TIMED and "W4" in results and MIDDLEWARE_TIMING.exists():
         results["W4"]["middleware_us"] = float(MIDDLEWARE_TIMING.read_text().split()[1])
-    if name in (CLI, *W4_ONLY) or "W5" not in workloads:
+    if name in (CLI, WSPROTO_ALONE, *W4_ONLY) or "W5" not in workloads:
         return results  # its per-address cap refuses 1000 idle connections from one address
     process, port = start(name)  # a fresh process, so RSS growth is the idle sockets only
     try:
@@ -456,27 +466,37 @@ def floors(medians: dict[str, dict[str, float | None]], framing: dict[str, float
         "fragment times 1,000 plus the raw I/O of W2. W4 through the WSGI middleware: "
         "gunicorn "
         "answering a bare 401 app. Dependency costs come from `benchmarks/frame_cost.py` "
-        "in this run.",
+        "in this run. Last columns: the same workload on wsproto driven directly by a "
+        "thread per connection (`servers.py wsproto-alone`: no limits, deadlines or locks), "
+        "what the dependency and the threads cost together in a real server.",
         "",
-        "| workload | I/O floor | dependency work | floor | wsauth_sync | ratio |",
-        "|---|---|---|---|---|---|",
+        "| workload | I/O floor | dependency work | floor | wsauth_sync | ratio "
+        "| wsproto alone, threaded | ratio to it |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    bare_ws = medians.get(WSPROTO_ALONE, {})
 
-    def row(label: str, io: float | None, work: float | None, mine: float | None) -> None:
+    def row(
+        label: str, io: float | None, work: float | None, mine: float | None, key: str = ""
+    ) -> None:
         if io is not None and work is not None and mine is not None:
+            threaded = bare_ws.get(key) if key else None
+            beside = f"{threaded:.1f} | {mine / threaded:.2f}x" if threaded else "- | -"
             lines.append(
                 f"| {label} | {io:.1f} | {work:.1f} | {io + work:.1f} | {mine:.1f} | "
-                f"{mine / (io + work):.2f}x |"
+                f"{mine / (io + work):.2f}x | {beside} |"
             )
 
-    row("W1 32 B echo", raw.get("W1 µs CPU/op"), framing.get("w1"), ours.get("W1 µs CPU/op"))
-    row("W2 64 KiB echo", raw.get("W2 µs CPU/op"), framing.get("w2"), ours.get("W2 µs CPU/op"))
+    for workload, label, work in (("W1", "W1 32 B echo", "w1"), ("W2", "W2 64 KiB echo", "w2")):
+        key = f"{workload} µs CPU/op"
+        row(label, raw.get(key), framing.get(work), ours.get(key), key)
     fragment = framing.get("fragment")
     row(
         "W6 1,000 fragments",
         raw.get("W2 µs CPU/op"),
         fragment and fragment * 1000,
         ours.get("W6 µs CPU/op"),
+        "W6 µs CPU/op",
     )
     row("W4 WSGI refusal", alone.get("W4 µs CPU/op"), 0.0, wsgi.get("W4 µs CPU/op"))
     spent, bare = medians.get(CALIBRATION, {}).get("W4 µs CPU/op"), alone.get("W4 µs CPU/op")
@@ -498,7 +518,7 @@ def floors(medians: dict[str, dict[str, float | None]], framing: dict[str, float
             f"(its own thread CPU, gunicorn's excluded) a refusal costs {inside:.0f} µs; "
             f"in-process the same call costs {framing['WSGI refuse']:.0f} µs with warm "
             f"caches and {framing['WSGI refuse, evicted']:.0f} µs when "
-            f"{frame_cost_evict_mib()} MiB of memory are walked before each call "
+            f"{framing['evicted MiB']:.0f} MiB of memory are walked before each call "
             "(`frame_cost.wsgi_refusal_cost(evict=True)`).",
         ]
     if "h11 parse" in framing:
@@ -592,13 +612,8 @@ def framing_costs(*, quick: bool, token: str) -> dict[str, float]:
         **frame_cost.handshake_costs(SECRET, token, count // 5),
         "WSGI refuse": frame_cost.wsgi_refusal_cost(count // 5),
         "WSGI refuse, evicted": frame_cost.wsgi_refusal_cost(count // 5, evict=True),
+        "evicted MiB": frame_cost.EVICT_BYTES / 2**20,
     }
-
-
-def frame_cost_evict_mib() -> int:
-    import frame_cost
-
-    return frame_cost.EVICT_BYTES // (1024 * 1024)
 
 
 def update_results(table: str, meta: dict[str, Any]) -> None:

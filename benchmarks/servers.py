@@ -270,7 +270,66 @@ def raw_tcp(port: int) -> None:
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
+def wsproto_alone(port: int) -> None:
+    """wsproto driven directly, a thread per connection: the W1/W2 floor in a real server.
+
+    The same behaviour with nothing else: the token checked, each read fed to wsproto,
+    the replies written with one ``sendall``. No limits, no deadlines, no locks, a 64 KiB
+    read buffer: what wsproto and the threads cost by themselves under the same load.
+    """
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import (
+        AcceptConnection,
+        BytesMessage,
+        CloseConnection,
+        Ping,
+        RejectConnection,
+        Request,
+        TextMessage,
+    )
+
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+
+    def serve(conn: socket.socket) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        parts: list[Any] = []
+        with conn:
+            while data := conn.recv(65550):
+                ws.receive_data(data)
+                out = []
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        query = urlsplit(event.target).query
+                        if not check_jwt(parse_qs(query).get("token", [None])[0]):
+                            conn.sendall(ws.send(RejectConnection(status_code=401)))
+                            return
+                        out += [ws.send(AcceptConnection()), ws.send(TextMessage(WELCOME))]
+                    elif isinstance(event, (TextMessage, BytesMessage)):
+                        parts.append(event.data)
+                        if event.message_finished:
+                            whole = parts[0] if len(parts) == 1 else type(parts[0])().join(parts)
+                            parts.clear()
+                            if isinstance(whole, str):
+                                out.append(ws.send(TextMessage(f"You said: {whole}")))
+                            else:
+                                out.append(ws.send(BytesMessage(whole)))
+                    elif isinstance(event, Ping):
+                        out.append(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        conn.sendall(b"".join(out) + ws.send(event.response()))
+                        return
+                if out:
+                    conn.sendall(b"".join(out))
+
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
 SERVERS = {
+    "wsproto-alone": wsproto_alone,
     "wsauth": wsauth,
     "websockets": websockets_sync,
     "simple-websocket": simple_websocket,
