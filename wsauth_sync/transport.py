@@ -95,11 +95,19 @@ class Transport:
                 continue  # ready, yet nothing to read after all: wait again
             except OSError:
                 return b""
-        if data and not self._busy_wait_set:
-            self._busy_wait_set = True
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _BUSY_WAIT_OPTION)
-        self._busy = bool(data)
+        self._busy = bool(data) and self._bound_busy_wait()
         return data
+
+    def _bound_busy_wait(self) -> bool:
+        """Set the receive timeout that ends a busy wait, once; False if it cannot be."""
+        if not self._busy_wait_set:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _BUSY_WAIT_OPTION)
+            except OSError:  # without it recv could outwait a deadline: the plain read
+                self._real = False
+                return False
+            self._busy_wait_set = True
+        return True
 
     def _recv(self, size: int) -> bytes:
         try:
