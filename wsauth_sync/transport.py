@@ -40,6 +40,10 @@ _TCP_WRITE_CHUNK = 16 * 1024 * 1024
 # data it waits in poll again, which holds no read buffer while the connection is idle.
 _BUSY_WAIT = 1.0
 _BUSY_WAIT_OPTION = struct.pack("ll", int(_BUSY_WAIT), int(_BUSY_WAIT % 1 * 1e6))
+# The kernel ends that wait late, by up to an eighth of it (Linux rounds the timeout up to
+# its timer wheel's granularity, kernel/time/timer.c): a deadline nearer than this keeps
+# the poll, which wakes on time.
+_BUSY_WAIT_LONGEST = _BUSY_WAIT * 9 / 8
 
 
 def open_transport(sock: socket.socket) -> Transport:
@@ -78,9 +82,9 @@ class Transport:
             if deadline is not None and not _poll(self.sock, select.POLLIN, deadline):
                 raise TimeoutError("no data before the timeout")
             return self._recv(size)
-        if self._busy and (deadline is None or deadline - time.monotonic() > _BUSY_WAIT):
+        if self._busy and (deadline is None or deadline - time.monotonic() > _BUSY_WAIT_LONGEST):
             try:
-                return self.sock.recv(size)  # back within _BUSY_WAIT, data or not
+                return self.sock.recv(size)  # back within _BUSY_WAIT_LONGEST, data or not
             except BlockingIOError:
                 self._busy = False  # idle: wait in poll from now on
             except OSError:
