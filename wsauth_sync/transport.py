@@ -286,8 +286,8 @@ class Outbox:
 
     @property
     def idle(self) -> bool:
-        """True while no frame is queued or half-written (a Pong aside: it may go anywhere
-        between frames, RFC 6455 §5.5)."""
+        """True while no frame is queued or half-written (a Pong aside: a control frame may
+        go between any two frames, RFC 6455 §5.4, and is sent as soon as practical, §5.5.3)."""
         return self._head is None and not self._frames
 
     def claim(self) -> bool:

@@ -61,7 +61,7 @@ def log_accepted(
 ) -> None:
     """Record an accepted handshake."""
     if not logger.isEnabledFor(logging.INFO):
-        return
+        return  # not even the fields: one per handshake
     _emit(
         logging.INFO,
         "accepted",
